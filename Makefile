@@ -1,0 +1,41 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel that lies on this machine's disk; GPU users: `make setup TORCH_SPEC="torch --index-url ..."`.
+TORCH_SPEC ?= torch==2.13.0
+DATA_DIR ?= ../shared/data/tydiqa-goldp
+DEMO_DIR ?= runs/demo-minilm-tau8
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast lint demo bench clean
+
+setup: $(VENV)/.installed
+
+# torch goes in first, alone, so that nothing later can resolve a plain `torch` to a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: lint
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/regtune train --model minilm-l6 --registers 8 \
+		--train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json \
+		--output-dir $(DEMO_DIR) --resume
+
+bench: setup
+	$(PY) benchmarks/train_throughput.py --data-dir $(DATA_DIR)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,23 @@
+"""User-facing errors and warnings.
+
+Anything a user can fix (a bad file, a bad option) raises :class:`RegtuneError` with a one-line
+message; the CLI prints that line and exits non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RegtuneError(Exception):
+    """An error caused by user input: bad data, bad options, a missing file."""
+
+
+class DataError(RegtuneError):
+    """A data file that cannot be used; the message names the file and, where known, the record."""
+
+
+class ConfigError(RegtuneError, ValueError):
+    """An invalid option value or an unknown config key."""
+
+
+class RegtuneWarning(UserWarning):
+    """A warning that signals likely misuse; the test suite turns these into errors."""

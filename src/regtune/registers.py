@@ -1,0 +1,407 @@
+"""Register tokens for any Hugging Face encoder: the one mechanism, attached to the stock model.
+
+Registers (Darcet et al. 2024, "Vision Transformers Need Registers", https://arxiv.org/abs/2309.16588)
+are ``num_registers`` learned vectors that sit between the embedding layer's output and the first
+transformer layer. They carry no input content and get no position or token-type embedding, so the
+text keeps all of its positions.
+
+How it attaches (no HF model code is copied; four hooks on stock modules):
+
+1. a forward pre-hook on the base encoder (``model.base_model``) gives the 2-D attention mask
+   ``num_registers`` ones, (B, N) -> (B, R+N), before the model turns it into a 4-D mask;
+2. a forward hook on the *entry* module (the embeddings, or ELECTRA's ``embeddings_project`` when
+   ``embedding_size != hidden_size``) inserts the registers into its output, (B, N, H) -> (B, R+N, H);
+3. a forward pre-hook on the pooler, where there is one, hands it the text part only, so it reads
+   ``[CLS]`` whatever the placement;
+4. a forward hook on the base encoder cuts the registers off ``last_hidden_state``, (B, R+N, H) -> (B, N, H),
+   so every task head (QA, classification) sees text tokens only and can never predict a register.
+
+``output_hidden_states`` and eager ``output_attentions`` are collected inside the base model, before
+hook 4, so they keep the registers (length R+N); :func:`split_registers` separates the two parts.
+
+With ``num_registers=0`` the same hooks run and change nothing, so τ=0 is the stock model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+
+from regtune.errors import ConfigError, RegtuneError
+
+logger = logging.getLogger(__name__)
+
+#: Key under which the register settings are stored in the saved ``config.json``.
+CONFIG_KEY = "regtune_registers"
+#: Attribute name of the register module on the base encoder (state-dict key ``<prefix>.registers.tokens``).
+MODULE_NAME = "registers"
+
+
+class RegisterPlacement(StrEnum):
+    """Where the registers go in the sequence the transformer layers see."""
+
+    PREPEND = "prepend"  # [REG]*R [CLS] text... (the seed's layout)
+    AFTER_CLS = "after_cls"  # [CLS] [REG]*R text... ([CLS] stays at index 0 of the full sequence)
+
+
+class RegisterInit(StrEnum):
+    """How the register vectors start."""
+
+    TRUNC_NORMAL = "trunc_normal"  # std 0.02, truncated at 2 std (the seed's)
+    TINY_NORMAL = "tiny_normal"  # std 1e-6 (DINOv2 / timm)
+    VOCAB = "vocab"  # embedding-layer outputs of randomly sampled tokens: the scale of real tokens
+
+
+_DEFAULT_STD = {RegisterInit.TRUNC_NORMAL: 0.02, RegisterInit.TINY_NORMAL: 1e-6}
+
+
+@dataclass
+class RegisterConfig:
+    """Register settings; stored in the model config under ``regtune_registers`` when saved."""
+
+    num_registers: int = field(default=0, metadata={"help": "Number of learned register tokens (τ)."})
+    placement: RegisterPlacement = field(
+        default=RegisterPlacement.PREPEND,
+        metadata={"help": "'prepend' (before [CLS], the seed's) or 'after_cls' ([CLS] stays first)."},
+    )
+    init: RegisterInit = field(
+        default=RegisterInit.TRUNC_NORMAL,
+        metadata={"help": "'trunc_normal' (std 0.02), 'tiny_normal' (std 1e-6) or 'vocab' (token scale)."},
+    )
+    init_std: float | None = field(
+        default=None, metadata={"help": "Override the std of the normal inits; None uses the init's default."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int):
+            raise ConfigError(f"num_registers must be an integer, got {self.num_registers!r}")
+        if self.num_registers < 0:
+            raise ConfigError(f"num_registers must be >= 0, got {self.num_registers}")
+        try:
+            self.placement = RegisterPlacement(self.placement)
+        except ValueError:
+            options = [p.value for p in RegisterPlacement]
+            raise ConfigError(f"placement must be one of {options}, got {self.placement!r}") from None
+        try:
+            self.init = RegisterInit(self.init)
+        except ValueError:
+            options = [i.value for i in RegisterInit]
+            raise ConfigError(f"init must be one of {options}, got {self.init!r}") from None
+        if self.init_std is not None and not self.init_std > 0:
+            raise ConfigError(f"init_std must be > 0, got {self.init_std}")
+
+    @property
+    def insert_at(self) -> int:
+        """Index of the first register in the full (registers + text) sequence."""
+        return 0 if self.placement is RegisterPlacement.PREPEND else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["placement"] = self.placement.value
+        out["init"] = self.init.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegisterConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown register settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+class RegisterTokens(nn.Module):
+    """The learned register vectors and the two sequence edits that place them.
+
+    Attributes:
+        tokens: (R, H) parameter, one row per register.
+    """
+
+    def __init__(self, config: RegisterConfig, hidden_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.tokens = nn.Parameter(torch.empty(config.num_registers, hidden_size))
+
+    @property
+    def num_registers(self) -> int:
+        return self.config.num_registers
+
+    def insert(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, N, H) -> (B, R+N, H), registers at ``config.insert_at``."""
+        at = self.config.insert_at
+        regs = self.tokens.to(hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        return torch.cat([hidden[:, :at], regs, hidden[:, at:]], dim=1)
+
+    def extend_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, R+N): every token attends to every register and back."""
+        at = self.config.insert_at
+        ones = mask.new_ones(mask.shape[0], self.num_registers)
+        return torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"num_registers={self.num_registers}, placement={self.config.placement.value}"
+
+
+def register_slice(
+    num_registers: int, placement: RegisterPlacement | str = RegisterPlacement.PREPEND
+) -> slice:
+    """Positions of the registers in a full (registers + text) sequence."""
+    at = RegisterConfig(num_registers=num_registers, placement=placement).insert_at
+    return slice(at, at + num_registers)
+
+
+def _resolve_config(registers: int | RegisterConfig | nn.Module) -> RegisterConfig:
+    if isinstance(registers, RegisterConfig):
+        return registers
+    if isinstance(registers, nn.Module):
+        return get_register_config(registers)
+    return RegisterConfig(num_registers=registers)
+
+
+def split_registers(
+    tensor: torch.Tensor, registers: int | RegisterConfig | nn.Module, dim: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a full-sequence tensor into its register part and its text part along ``dim``.
+
+    Works on any tensor whose ``dim`` runs over the R+N positions: hidden states (B, R+N, H) with
+    ``dim=1``; attentions (B, heads, R+N, R+N) with ``dim=-1`` (keys) or ``dim=-2`` (queries).
+
+    Args:
+        tensor: the full-sequence tensor, e.g. one entry of ``outputs.hidden_states``.
+        registers: a model returned by :func:`add_registers`, its :class:`RegisterConfig`, or a count
+            (then the default ``prepend`` placement is assumed).
+        dim: the sequence dimension.
+
+    Returns:
+        ``(register_part, text_part)``; register_part has size R along ``dim``, text_part N.
+    """
+    config = _resolve_config(registers)
+    at, r = config.insert_at, config.num_registers
+    n_total = tensor.shape[dim]
+    if n_total < r + at:
+        raise ValueError(f"sequence dimension {dim} has {n_total} positions, fewer than the {r} registers")
+    regs = tensor.narrow(dim, at, r)
+    text = torch.cat([tensor.narrow(dim, 0, at), tensor.narrow(dim, at + r, n_total - at - r)], dim=dim)
+    return regs, text
+
+
+def _entry_module(base: nn.Module) -> nn.Module:
+    """The module whose output feeds the first transformer layer, at ``hidden_size``."""
+    # ELECTRA projects embeddings (embedding_size) up to hidden_size before the encoder.
+    project = getattr(base, "embeddings_project", None)
+    if isinstance(project, nn.Module):
+        return project
+    embeddings = getattr(base, "embeddings", None)
+    if not isinstance(embeddings, nn.Module):
+        raise RegtuneError(f"{type(base).__name__}: no `embeddings` module found; cannot place registers")
+    return embeddings
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, "base_model", model)
+
+
+def get_register_module(model: nn.Module) -> RegisterTokens | None:
+    """The :class:`RegisterTokens` attached to ``model``, or None if it has none."""
+    module = getattr(_base_model(model), MODULE_NAME, None)
+    return module if isinstance(module, RegisterTokens) else None
+
+
+def get_register_config(model: nn.Module) -> RegisterConfig:
+    """The register settings of ``model``; a model without registers counts as τ=0."""
+    module = get_register_module(model)
+    return module.config if module is not None else RegisterConfig(num_registers=0)
+
+
+def register_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The register parameters (no weight decay; optionally their own learning rate)."""
+    module = get_register_module(model)
+    return list(module.parameters()) if module is not None else []
+
+
+@torch.no_grad()
+def _init_tokens(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, entry: nn.Module) -> None:
+    if config.num_registers == 0:
+        return
+    if config.init is RegisterInit.VOCAB:
+        embeddings = base.embeddings
+        vocab_size = embeddings.word_embeddings.num_embeddings
+        # Distinct token ids, so that every register starts distinct from the others.
+        ids = torch.randperm(vocab_size)[: config.num_registers].unsqueeze(0).to(tokens.device)
+        was_training = base.training
+        base.eval()  # no dropout in the sampled rows
+        try:
+            rows = embeddings(input_ids=ids)
+            if entry is not embeddings:
+                rows = entry(rows)
+        finally:
+            base.train(was_training)
+        tokens.copy_(rows[0].to(tokens.dtype))
+        return
+    std = config.init_std or _DEFAULT_STD[config.init]
+    nn.init.trunc_normal_(tokens, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+def add_registers(
+    model: PreTrainedModel,
+    num_registers: int,
+    *,
+    placement: RegisterPlacement | str = RegisterPlacement.PREPEND,
+    init: RegisterInit | str = RegisterInit.TRUNC_NORMAL,
+    init_std: float | None = None,
+) -> PreTrainedModel:
+    """Give a stock ``transformers`` encoder ``num_registers`` learned register tokens, in place.
+
+    The model keeps its forward inputs and output types. Task logits and losses cover text tokens
+    only; ``output_hidden_states`` and eager ``output_attentions`` include the registers (R+N).
+
+    Args:
+        model: a BERT / RoBERTa / XLM-R / ELECTRA / DistilBERT model, bare or with a task head
+            (``*ForQuestionAnswering``, ``*ForSequenceClassification``, ...).
+        num_registers: τ, the number of registers; 0 leaves the model's outputs unchanged.
+        placement: ``prepend`` (default) or ``after_cls``.
+        init: ``trunc_normal`` (std 0.02), ``tiny_normal`` (std 1e-6) or ``vocab``.
+        init_std: overrides the std of the normal inits.
+
+    Returns:
+        The same model object, with ``model.num_registers`` set and the settings stored in
+        ``model.config.regtune_registers`` so that :func:`load_model` can rebuild it.
+    """
+    config = RegisterConfig(num_registers=num_registers, placement=placement, init=init, init_std=init_std)
+    return _attach(model, config, initialize=True)
+
+
+def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool) -> PreTrainedModel:
+    """Install the register module and its four hooks (see the module docstring)."""
+    base = _base_model(model)
+    if get_register_module(model) is not None:
+        raise RegtuneError(f"{type(model).__name__} already has registers; add them once")
+    if getattr(base.config, "is_decoder", False):
+        raise RegtuneError("registers are for bidirectional encoders; this model is configured as a decoder")
+    entry = _entry_module(base)
+    reference = next(entry.parameters())
+    module = RegisterTokens(config, base.config.hidden_size).to(
+        device=reference.device, dtype=reference.dtype
+    )
+    if initialize:
+        _init_tokens(module.tokens.data, config, base, entry)
+    base.add_module(MODULE_NAME, module)
+
+    def extend_mask(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        # attention_mask is the 2nd positional argument of every supported base model's forward.
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = module.extend_mask(kwargs["attention_mask"])
+        elif len(args) > 1 and args[1] is not None:
+            args = (args[0], module.extend_mask(args[1]), *args[2:])
+        return args, kwargs
+
+    def insert_registers(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return module.insert(output)  # (B, N, H) -> (B, R+N, H)
+
+    def pooler_text_only(_module: nn.Module, args: tuple) -> tuple:
+        return (split_registers(args[0], config)[1], *args[1:])
+
+    def drop_registers(_module: nn.Module, _args: tuple, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (split_registers(output[0], config)[1], *output[1:])
+        output.last_hidden_state = split_registers(output.last_hidden_state, config)[1]
+        return output
+
+    base.register_forward_pre_hook(extend_mask, with_kwargs=True)
+    entry.register_forward_hook(insert_registers)
+    pooler = getattr(base, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.register_forward_pre_hook(pooler_text_only)
+    base.register_forward_hook(drop_registers)
+
+    model.num_registers = config.num_registers
+    setattr(model.config, CONFIG_KEY, config.to_dict())
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence the 'unused weights' notice for the register tensor, which we load ourselves."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _load_register_tensor(path: str, key: str) -> torch.Tensor:
+    """Read one tensor from a (possibly sharded) safetensors checkpoint."""
+    import json
+
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    index_file = cached_file(
+        path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False
+    )
+    if index_file is not None:
+        shard = json.loads(Path(index_file).read_text())["weight_map"].get(key)
+        if shard is None:
+            raise RegtuneError(f"{path}: checkpoint has no register tensor '{key}'")
+        weights_file = cached_file(path, shard)
+    else:
+        weights_file = cached_file(path, "model.safetensors")
+    with safe_open(weights_file, framework="pt") as handle:
+        if key not in handle.keys():  # noqa: SIM118 (safe_open handles are not containers)
+            raise RegtuneError(f"{path}: checkpoint has no register tensor '{key}'")
+        return handle.get_tensor(key)
+
+
+def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedModel:
+    """Load what ``model.save_pretrained(path)`` wrote, registers included, into an identical model.
+
+    The architecture comes from ``config.architectures``; the register settings from
+    ``config.regtune_registers``. Only safetensors are read and remote code is never trusted.
+
+    Args:
+        path: a folder written by ``save_pretrained`` (or a Hub id of one).
+        **from_pretrained_kwargs: passed on to ``from_pretrained`` (e.g. ``dtype``, ``device_map``).
+    """
+    import transformers
+
+    path = str(path)
+    from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise RegtuneError(f"{path}: not a saved model folder ({err.__class__.__name__}: {err})") from err
+    architectures = getattr(config, "architectures", None) or []
+    model_cls = getattr(transformers, architectures[0], None) if architectures else None
+    if model_cls is None:
+        raise RegtuneError(f"{path}: config.json names no known architecture ({architectures})")
+    register_config = RegisterConfig.from_dict(getattr(config, CONFIG_KEY, None) or {})
+    with _quiet_transformers():
+        model, info = model_cls.from_pretrained(
+            path, config=config, output_loading_info=True, **from_pretrained_kwargs
+        )
+    prefix = f"{model.base_model_prefix}." if model.base_model is not model else ""
+    key = f"{prefix}{MODULE_NAME}.tokens"
+    unexpected = [k for k in info.get("unexpected_keys", []) if k != key]
+    if info.get("missing_keys") or unexpected:
+        raise RegtuneError(
+            f"{path}: checkpoint does not match {model_cls.__name__}: "
+            f"missing {sorted(info.get('missing_keys', []))[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    _attach(model, register_config, initialize=False)
+    if register_config.num_registers:
+        tokens = get_register_module(model).tokens
+        with torch.no_grad():
+            tokens.copy_(_load_register_tensor(path, key).to(tokens.dtype))
+    return model
