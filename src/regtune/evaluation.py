@@ -1,0 +1,144 @@
+"""Inference and scoring for extractive QA: windows -> logits -> spans -> EM/F1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from regtune.data import QAExample
+from regtune.features import QACollator, length_sorted_batches, prepare_eval_features
+from regtune.metrics import squad_scores
+from regtune.postprocess import Prediction, postprocess_qa_predictions
+
+#: Key in the saved model config holding the featurization and decoding settings used in training,
+#: so that ``regtune evaluate`` reproduces the training run's scores by default.
+QA_SETTINGS_KEY = "regtune_qa"
+
+
+@dataclass
+class QASettings:
+    """Featurization and span-decoding settings; travel with the saved model."""
+
+    max_length: int = 384
+    doc_stride: int = 128
+    n_best: int = 20
+    max_answer_length: int = 30
+
+    @classmethod
+    def from_model(cls, model: PreTrainedModel) -> QASettings:
+        return cls(**(getattr(model.config, QA_SETTINGS_KEY, None) or {}))
+
+
+@dataclass
+class QAEvaluation:
+    """Scores and predictions of one model on one set of questions."""
+
+    metrics: dict[str, Any]
+    predictions: dict[str, Prediction]
+    per_question: dict[str, tuple[float, float]] = field(repr=False)
+
+    def prediction_texts(self) -> dict[str, str]:
+        return {qid: p.text for qid, p in self.predictions.items()}
+
+
+def autocast_context(device: torch.device) -> torch.autocast:
+    """bf16 autocast on GPUs that support it; a disabled context elsewhere (CPU runs in fp32)."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: PreTrainedModel,
+    features: dict[str, list],
+    collator: QACollator,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits for every window, each cut to the window's real length.
+
+    Windows are batched by sorted length so that padding stays small; results come back in the
+    original window order.
+
+    Returns:
+        ``(start_logits, end_logits)``: lists of (L_i,) float32 arrays, one per window.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = features["length"]
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in features]
+    starts: list[np.ndarray] = [np.empty(0, np.float32)] * len(lengths)
+    ends: list[np.ndarray] = [np.empty(0, np.float32)] * len(lengths)
+    batches = length_sorted_batches(lengths, batch_size)
+    for batch_indices in tqdm(batches, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        rows = [{c: features[c][i] for c in columns} for i in batch_indices]
+        batch = {k: v.to(device) for k, v in collator(rows).items()}
+        with autocast_context(device):
+            out = model(**batch)
+        start = out.start_logits.float().cpu().numpy()  # (B, N) text tokens only
+        end = out.end_logits.float().cpu().numpy()
+        for j, i in enumerate(batch_indices):
+            starts[i] = start[j, : lengths[i]]
+            ends[i] = end[j, : lengths[i]]
+    return starts, ends
+
+
+def predict_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[QAExample],
+    settings: QASettings,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[dict[str, Prediction], int]:
+    """The best answer span for every question; also returns the number of windows scored."""
+    features = prepare_eval_features(
+        examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
+    )
+    collator = QACollator(tokenizer)
+    starts, ends = predict_logits(model, features, collator, batch_size=batch_size, progress=progress)
+    predictions = postprocess_qa_predictions(
+        examples,
+        features["example_id"],
+        features["offset_mapping"],
+        starts,
+        ends,
+        n_best_size=settings.n_best,
+        max_answer_length=settings.max_answer_length,
+    )
+    return predictions, len(features["length"])
+
+
+def evaluate_qa(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[QAExample],
+    settings: QASettings,
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> QAEvaluation:
+    """Score ``model`` on ``examples`` with the SQuAD v1.1 metric (max over all references)."""
+    began = time.perf_counter()
+    predictions, num_windows = predict_answers(
+        model, tokenizer, examples, settings, batch_size=batch_size, progress=progress
+    )
+    result = squad_scores(
+        {qid: p.text for qid, p in predictions.items()},
+        {ex.id: [a.text for a in ex.answers] for ex in examples},
+    )
+    metrics = {
+        **result.to_dict(),
+        "num_windows": num_windows,
+        "eval_seconds": round(time.perf_counter() - began, 3),
+    }
+    return QAEvaluation(metrics=metrics, predictions=predictions, per_question=result.per_question)

@@ -1,0 +1,336 @@
+"""Fine-tune an encoder with registers for extractive QA, on HF Trainer.
+
+``train_qa`` is the whole pipeline behind ``regtune train``: read and validate data, featurize,
+build the model and its registers, train with checkpoints, then save the model and score the dev
+file. Every piece it calls is importable and tested on its own.
+
+Run folder layout::
+
+    DIR/config.json        resolved config, versions, data files (written before training)
+    DIR/train_log.jsonl    loss and learning rate every --logging-steps
+    DIR/trainer/           HF Trainer checkpoints (removed when the run finishes) and TensorBoard events
+    DIR/model/             save_pretrained output: safetensors, config (with registers), tokenizer
+    DIR/metrics.json       EM/F1 on 0-100, question counts, timings (written last: marks a finished run)
+    DIR/predictions.json   question id -> answer text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from regtune.config import TrainConfig, environment_versions
+from regtune.data import SquadFile, load_examples
+from regtune.errors import RegtuneError
+from regtune.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa
+from regtune.features import QACollator, prepare_train_features
+from regtune.hub import load_tokenizer, resolve_model_name
+from regtune.io import atomic_write_json
+from regtune.registers import CONFIG_KEY, add_registers, register_parameters
+
+logger = logging.getLogger(__name__)
+
+
+def optimizer_param_groups(
+    model: nn.Module, *, lr: float, weight_decay: float, register_lr: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: matrices decay; biases, norms and registers do not.
+
+    Registers are excluded from weight decay (decay would pull them toward zero, the failure timm
+    users reported) and may get their own learning rate: at a fine-tuning LR of 2e-5 they barely
+    move from their init in a few thousand steps.
+    """
+    register_ids = {id(p) for p in register_parameters(model)}
+    decay, no_decay = [], []
+    for _name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in register_ids:
+            continue
+        # 1-D tensors are biases and LayerNorm gains; decaying them hurts and HF excludes them too.
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    registers = [p for p in register_parameters(model) if p.requires_grad]
+    if registers:
+        groups.append({"params": registers, "weight_decay": 0.0, "lr": register_lr or lr})
+    return groups
+
+
+class RegisterTrainer(Trainer):
+    """HF Trainer whose optimizer treats registers apart (see :func:`optimizer_param_groups`)."""
+
+    def __init__(self, *args: Any, register_lr: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_lr = register_lr
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            opt_model = self.model if model is None else model
+            groups = optimizer_param_groups(
+                opt_model,
+                lr=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                register_lr=self.register_lr,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every Trainer log record (loss, learning rate, ...) to a JSONL file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **kw: Any):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop records logged after ``last_step``: a resumed run repeats those steps and logs them again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def build_qa_model(config: TrainConfig) -> PreTrainedModel:
+    """The stock ``AutoModelForQuestionAnswering`` of ``config.model`` plus registers."""
+    path = resolve_model_name(config.model)
+    try:
+        hf_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise RegtuneError(
+            f"model '{config.model}': cannot load its config ({err.__class__.__name__})"
+        ) from err
+    if getattr(hf_config, CONFIG_KEY, None):
+        raise RegtuneError(
+            f"model '{config.model}' already has registers; train from its base model, or use "
+            "regtune.load_model to continue from it in Python"
+        )
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        path, attn_implementation=config.attn_implementation
+    )
+    registers = config.registers()
+    add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
+    return model
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if Path(path).is_file() else ""
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to mix runs: returns saved metrics if the run already finished and ``resume`` is set.
+
+    Raises:
+        RegtuneError: the folder holds a run with another config, or a run and no ``--resume``.
+    """
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        return None
+    saved = json.loads(config_file.read_text())["config"]
+    if saved != config.to_dict():
+        diff = sorted(
+            k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k)
+        )
+        raise RegtuneError(
+            f"{run_dir}: holds a run with a different config ({', '.join(diff)}); use a new folder"
+        )
+    if not resume:
+        raise RegtuneError(f"{run_dir}: already holds this run; pass --resume to continue or reuse it")
+    metrics_file = run_dir / "metrics.json"
+    return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+
+
+def _load(source: str, strict: bool, role: str) -> SquadFile:
+    if not source:
+        raise RegtuneError(f"no {role} file given")
+    data = load_examples(source, strict=strict)
+    if not data.examples:
+        raise RegtuneError(f"{source}: no usable questions in the {role} file")
+    return data
+
+
+def _save_model_atomically(model: PreTrainedModel, tokenizer: Any, target: Path) -> None:
+    """save_pretrained into a temporary folder, then rename: a killed run never leaves half a model."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def train_qa(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune and evaluate one model; returns the metrics written to ``DIR/metrics.json``.
+
+    Args:
+        config: the resolved run config (see :func:`regtune.config.resolve_config`).
+        resume: continue from the last checkpoint in ``config.output_dir`` (or return the saved
+            metrics if that run already finished).
+        progress: show progress bars.
+    """
+    if not config.output_dir:
+        raise RegtuneError("no --output-dir given")
+    run_dir = Path(config.output_dir)
+    finished = check_run_dir(run_dir, config, resume)
+    if finished is not None:
+        logger.info("%s already finished; returning its metrics", run_dir)
+        return finished
+
+    train = _load(config.train_file, config.strict, "train")
+    dev = _load(config.dev_file, config.strict, "dev")
+    tokenizer = load_tokenizer(config.model)
+    features = prepare_train_features(
+        train.examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
+    )
+    import datasets  # heavy import, only needed here
+
+    train_dataset = datasets.Dataset.from_dict(features)
+
+    set_seed(config.seed)  # before the model: the QA head and registers are initialised here
+    model = build_qa_model(config)
+    settings = QASettings(
+        max_length=config.max_length,
+        doc_stride=config.doc_stride,
+        n_best=config.n_best,
+        max_answer_length=config.max_answer_length,
+    )
+    setattr(model.config, QA_SETTINGS_KEY, asdict(settings))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_main_process() and not (run_dir / "config.json").exists():
+        atomic_write_json(
+            run_dir / "config.json",
+            {
+                "config": config.to_dict(),
+                "versions": environment_versions(),
+                "data": {
+                    "train_file": config.train_file,
+                    "train_sha256_16": _file_digest(config.train_file),
+                    "dev_file": config.dev_file,
+                    "dev_sha256_16": _file_digest(config.dev_file),
+                },
+            },
+        )
+
+    trainer_dir = run_dir / "trainer"
+    checkpoint = get_last_checkpoint(str(trainer_dir)) if resume and trainer_dir.exists() else None
+    log_file = run_dir / "train_log.jsonl"
+    if _is_main_process():
+        if checkpoint is None:
+            log_file.unlink(missing_ok=True)
+        else:
+            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+            truncate_log(log_file, state["global_step"])
+
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(trainer_dir),
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        report_to=["tensorboard"] if _tensorboard_available() else "none",
+        disable_tqdm=not progress,
+        remove_unused_columns=False,  # the collator drops the non-tensor columns itself
+        bf16=use_bf16,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+    )
+    collator = QACollator(tokenizer, pad_to_max_length=config.pad_to_max_length, max_length=config.max_length)
+    trainer = RegisterTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        callbacks=[JsonlLogCallback(log_file)],
+        register_lr=config.register_lr,
+    )
+    began = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - began
+    if not trainer.is_world_process_zero():
+        return {}
+
+    model = trainer.model
+    _save_model_atomically(model, tokenizer, run_dir / "model")
+    evaluation = evaluate_qa(
+        model, tokenizer, dev.examples, settings, batch_size=config.eval_batch_size, progress=progress
+    )
+    metrics = {
+        **evaluation.metrics,
+        "dev_file": config.dev_file,
+        "num_registers": config.num_registers,
+        "seed": config.seed,
+        "train_steps": output.global_step,
+        "train_loss": round(float(output.training_loss), 6),
+        "train_seconds": round(train_seconds, 3),
+        "resumed_from_step": _checkpoint_step(checkpoint),
+        "num_train_questions": len(train.examples),
+        "num_train_windows": len(train_dataset),
+        "skipped_train_questions": len(train.skipped),
+        "skipped_dev_questions": len(dev.skipped),
+    }
+    atomic_write_json(run_dir / "predictions.json", evaluation.prediction_texts())
+    atomic_write_json(
+        run_dir / "per_question.json",
+        {qid: {"exact_match": em, "f1": f1} for qid, (em, f1) in evaluation.per_question.items()},
+    )
+    # metrics.json last: its presence marks a finished run.
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    for stale in trainer_dir.glob("checkpoint-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return metrics
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
