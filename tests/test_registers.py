@@ -9,12 +9,12 @@ reach the registers, and the saved model loads back identical.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import ARCHS, HEADS, HIDDEN, LAYERS, NUM_LABELS, pad_id, tiny_batch, tiny_model
 from transformers import PreTrainedModel
 
 from regtune.errors import ConfigError, RegtuneError
@@ -31,12 +31,24 @@ from regtune.registers import (
     register_slice,
     split_registers,
 )
+from tiny_models import ARCHS, HEADS, HIDDEN, LAYERS, NUM_LABELS, pad_id, tiny_batch, tiny_model
 
 ATTNS = ("eager", "sdpa")
 PLACEMENTS = ("prepend", "after_cls")
 TAU = 4
 #: Float noise between two equivalent computations is ~1e-7 here; the registers move logits by ~1e-2.
 EFFECT = 1e-3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
+    # contending with other work make this file ~4x slower. Restored for the tests that follow.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
@@ -148,6 +160,23 @@ def test_hidden_states_and_attentions_include_registers(arch: str, attn: str, pl
         assert (reg_keys > 0).all()
         assert (text_keys[-1, :, :, real:] == 0).all()
         assert (text_keys[-1, :, :, :real] > 0).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_other_call_styles_give_the_same_logits(arch: str) -> None:
+    batch = tiny_batch(arch, pad_last=0)  # no padding, so a missing mask means the same thing
+    model = _with_registers(arch, "qa", "sdpa")
+    want = _forward(model, batch).start_logits
+    no_mask = _forward(model, {"input_ids": batch["input_ids"]}).start_logits
+    as_tuple = _forward(model, batch, return_dict=False)[0]
+    embeds = {"inputs_embeds": model.get_input_embeddings()(batch["input_ids"])}
+    from_embeds = _forward(model, {**embeds, "attention_mask": batch["attention_mask"]}).start_logits
+    for got in (no_mask, as_tuple, from_embeds):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with torch.no_grad():  # the mask as the base model's 2nd positional argument
+        positional = model.base_model(batch["input_ids"], batch["attention_mask"])[0]
+    assert positional.shape == (*batch["input_ids"].shape, HIDDEN)
+    torch.testing.assert_close(positional, _forward(model.base_model, batch).last_hidden_state)
 
 
 def test_split_registers_accepts_model_config_or_count() -> None:
@@ -296,7 +325,7 @@ def test_losses_match_hand_computed(arch: str, placement: str) -> None:
     want = (F.cross_entropy(out.start_logits, start) + F.cross_entropy(out.end_logits, end)) / 2
     assert torch.isfinite(out.loss)
     torch.testing.assert_close(out.loss, want, atol=1e-6, rtol=0)
-    # Shifting the labels by τ (as if registers were predictable positions) gives another loss.
+    # Labels one position off give another loss, so the comparison above can fail.
     shifted = (F.cross_entropy(out.start_logits, start + 1) + F.cross_entropy(out.end_logits, end + 1)) / 2
     assert abs(out.loss.item() - shifted.item()) > EFFECT
 
@@ -309,7 +338,9 @@ def test_losses_match_hand_computed(arch: str, placement: str) -> None:
 # --- save / load -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("tau", "placement", "init"), [(0, "prepend", "trunc_normal"), (3, "after_cls", "vocab")])
+@pytest.mark.parametrize(
+    ("tau", "placement", "init"), [(0, "prepend", "trunc_normal"), (3, "after_cls", "vocab")]
+)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_and_load_round_trip(arch: str, tau: int, placement: str, init: str, tmp_path: Path) -> None:
     batch = tiny_batch(arch)
@@ -364,7 +395,8 @@ def test_registers_start_distinct(arch: str, init: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("init", "init_std", "std"), [("tiny_normal", None, 1e-6), ("trunc_normal", None, 0.02), ("trunc_normal", 0.1, 0.1)]
+    ("init", "init_std", "std"),
+    [("tiny_normal", None, 1e-6), ("trunc_normal", None, 0.02), ("trunc_normal", 0.1, 0.1)],
 )
 def test_normal_inits_have_their_scale(init: str, init_std: float | None, std: float) -> None:
     tokens = register_parameters(_with_registers("bert", tau=64, init=init, init_std=init_std))[0].detach()

@@ -1,8 +1,8 @@
 """Tiny random encoders of every supported architecture, for tests.
 
 Each model is built from a config (no download): hidden 32, 2 layers, 4 heads, intermediate 64,
-vocabulary 99, weight std 0.1. ELECTRA gets ``embedding_size=16`` so that its ``embeddings_project`` is exercised;
-RoBERTa and XLM-R get ``pad_token_id=1`` and room for their offset position ids.
+vocabulary 99, weight std 0.1. ELECTRA gets ``embedding_size=16`` so that its ``embeddings_project``
+is exercised; RoBERTa and XLM-R get ``pad_token_id=1`` and room for their offset position ids.
 
 Usage::
 

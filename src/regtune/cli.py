@@ -29,7 +29,7 @@ Registers are learned tokens inserted after the embedding layer (Darcet et al. 2
 """
 
 _TRAIN_EPILOG = """\
-Presets: 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 32, 2 epochs, max length 384,
+Presets: 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 16, 2 epochs, max length 384,
 dynamic padding, length-grouped batches); 'seed' reproduces the original project (lr 2e-5, batch 8,
 3 epochs, every window padded to 434 tokens, max answer length 60, seed 595). Options you give
 override the preset. Example:

@@ -35,7 +35,7 @@ class TrainConfig:
     # Optimisation.
     epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use --epochs)."})
-    batch_size: int = field(default=32, metadata={"help": "Training windows per step (per process)."})
+    batch_size: int = field(default=16, metadata={"help": "Training windows per step (per process)."})
     lr: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW, linear decay)."})
     weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (not on bias/LN/registers)."}

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,13 @@ def _save_model_atomically(model: PreTrainedModel, tokenizer: Any, target: Path)
     tmp.rename(target)
 
 
-def train_qa(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def train_qa(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict[str, Any]:
     """Fine-tune and evaluate one model; returns the metrics written to ``DIR/metrics.json``.
 
     Args:
@@ -200,6 +207,7 @@ def train_qa(config: TrainConfig, *, resume: bool = False, progress: bool = True
         resume: continue from the last checkpoint in ``config.output_dir`` (or return the saved
             metrics if that run already finished).
         progress: show progress bars.
+        callbacks: extra ``TrainerCallback`` objects (early stopping, custom logging, ...).
     """
     if not config.output_dir:
         raise RegtuneError("no --output-dir given")
@@ -284,7 +292,7 @@ def train_qa(config: TrainConfig, *, resume: bool = False, progress: bool = True
         args=args,
         train_dataset=train_dataset,
         data_collator=collator,
-        callbacks=[JsonlLogCallback(log_file)],
+        callbacks=[JsonlLogCallback(log_file), *callbacks],
         register_lr=config.register_lr,
     )
     began = time.perf_counter()
