@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -237,7 +239,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         record = {
             "answer": prediction.text,
-            "score": prediction.score,
+            # JSON has no -inf: a question with no valid span gets a null score.
+            "score": prediction.score if math.isfinite(prediction.score) else None,
             "start": prediction.start_char,
             "end": prediction.end_char,
         }
@@ -258,11 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" bars; our own bars stay
     try:
         return _COMMANDS[args.command](args)
     except RegtuneError as err:
         print(f"regtune: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader went away (`regtune ... | head`); nothing left to tell it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("regtune: interrupted; pass --resume to continue a training run", file=sys.stderr)
         return 130

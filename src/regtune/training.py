@@ -38,6 +38,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from regtune.config import TrainConfig, environment_versions
@@ -168,7 +169,9 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
         raise RegtuneError(
             f"{run_dir}: holds a run with a different config ({', '.join(diff)}); use a new folder"
         )
-    if not resume:
+    # Under torchrun a late worker may find the config.json its rank 0 has just written: only rank 0
+    # decides whether the folder is taken (its error stops the whole launch).
+    if not resume and _is_main_process():
         raise RegtuneError(f"{run_dir}: already holds this run; pass --resume to continue or reuse it")
     metrics_file = run_dir / "metrics.json"
     return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
@@ -264,6 +267,9 @@ def train_qa(
             truncate_log(log_file, state["global_step"])
 
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # Accelerate sets up CPU data parallelism (gloo) only when told to use the CPU: without this, each
+    # torchrun worker on a GPU-less machine trains alone as rank 0 and all of them write the results.
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
         output_dir=str(trainer_dir),
         per_device_train_batch_size=config.batch_size,
@@ -285,6 +291,7 @@ def train_qa(
         bf16=use_bf16,
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
+        use_cpu=cpu_ddp,
     )
     collator = QACollator(tokenizer, pad_to_max_length=config.pad_to_max_length, max_length=config.max_length)
     trainer = RegisterTrainer(
@@ -295,6 +302,9 @@ def train_qa(
         callbacks=[JsonlLogCallback(log_file), *callbacks],
         register_lr=config.register_lr,
     )
+    if not progress:
+        # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
+        trainer.remove_callback(PrinterCallback)
     began = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - began

@@ -1,0 +1,533 @@
+"""Training throughput of regtune's recipe and registers against the seed pipeline, on real TyDi QA windows.
+
+One run measures five arms, all training the same MiniLM weights (fp32, CPU, ``model.train()``, sdpa
+attention; one step = forward + backward + grad-norm clip + fused AdamW, as HF Trainer does by default):
+
+====================  ============================================================================
+seed_pipeline         stock ``AutoModelForQuestionAnswering``, no regtune hooks; the ``seed`` preset:
+                      434-token windows, every window padded to 434, batch 8, random order.
+regtune_tau0          regtune's model, ``add_registers(model, 0)``; the ``default`` preset: 384-token
+                      windows, dynamic padding, length-grouped batches of 16 (HF's LengthGroupedSampler).
+regtune_tau8/_tau32   the same batches as regtune_tau0, with 8 and 32 registers.
+stock_same_batching   the stock model (no hooks) on exactly regtune_tau0's batches: shows what τ=0 costs.
+====================  ============================================================================
+
+Method. Both presets featurize the whole TyDi en training file; an epoch's batch order comes from the
+samplers HF Trainer would use (``RandomSampler``, ``LengthGroupedSampler``). Timing whole epochs of five
+arms would take hours on CPU, so each recipe times ``--steps`` full batches of that epoch, taken at evenly
+spaced quantiles of batch size (real tokens): a stratified sample that represents the epoch with far less
+noise than random batches. The four regtune/stock arms run exactly the same batches. Each arm first runs
+``--warmup`` untimed steps (the first step also allocates the optimizer state and runs much slower), then
+the arms run interleaved (ABCDE ABCDE ...) for ``--rounds`` rounds of ``--steps`` timed steps, so
+background load hits every arm alike; each arm's time is the median over rounds of its round time.
+
+Throughput counts *real* tokens: text tokens under the attention mask ([CLS]/[SEP] included; padding and
+registers excluded). *Processed* tokens are everything the layers see: B × (T + R) per batch, with T the
+padded text width and R the registers.
+
+FLOP counting (hardware work, for the fraction of matmul peak), per training step::
+
+    6 × P × B × S  +  3 × n_layers × B × 4 × S² × H
+
+with S = T + R the processed sequence length (padding and registers included), B the batch size, H the
+hidden size, and P the non-embedding parameters (everything except the embedding module and the registers,
+which are looked up rather than multiplied). 6 = 2 (multiply-add) × 3 (forward, backward to activations,
+backward to weights). Attention adds per layer and sequence 4·S²·H forward (QKᵀ and AV, 2·S²·H each),
+times 3 for forward + backward. The peak is the best fp32 ``torch.matmul`` rate on square n×n matrices
+(2·n³ FLOP each), measured at the start of every round, best over repeats, sizes and rounds.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/train_throughput.py            # full run (about 15 min on 2 idle cores)
+    .venv/bin/python benchmarks/train_throughput.py --quick    # about 2 min; noisier
+
+The last line of stdout is one JSON object with every number; the table and PASS/FAIL lines precede it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.utils import logging as hf_logging
+
+from regtune.config import TrainConfig, resolve_config
+from regtune.data import QAExample, load_examples
+from regtune.errors import RegtuneError
+from regtune.features import QACollator, prepare_train_features
+from regtune.hub import DEFAULT_MODEL, load_tokenizer, resolve_model_name
+from regtune.registers import CONFIG_KEY, add_registers
+from regtune.training import optimizer_param_groups
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = "../shared/data/tydiqa-goldp"  # relative to the repository root, as in the Makefile
+LANGUAGE = "en"
+
+#: HF Trainer's default ``max_grad_norm``; both pipelines train on Trainer, so both clip every step.
+MAX_GRAD_NORM = 1.0
+#: Square matmul sizes for the peak: 1024 is cache-friendly, 4096 amortizes packing; the best one wins.
+MATMUL_SIZES = (1024, 2048, 4096)
+
+# Steps run: 5 arms × (warmup + rounds × steps): 5 × (2 + 30) = 160 in full mode, 5 × (1 + 4) = 25 quick;
+# about 4-7 s each on 2 idle cores.
+FULL_PLAN = {"steps": 6, "rounds": 5, "warmup": 2, "matmul_repeats": 3}
+QUICK_PLAN = {"steps": 2, "rounds": 2, "warmup": 1, "matmul_repeats": 2}
+
+# Targets: the default recipe must pay off against the seed's, registers must cost about their share of
+# the sequence, and τ=0 must cost nothing measurable against the stock model.
+TARGET_SPEEDUP = 3.5  # tokens/s of regtune_tau0 over seed_pipeline
+TAU8_SLACK = 0.03  # overhead_tau8 may exceed the 8/L̄ extra sequence length by this much
+TAU0_TOLERANCE = 0.02  # |time(regtune_tau0) / time(stock_same_batching) - 1|
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration to time.
+
+    Attributes:
+        name: Key in the table and the JSON line.
+        preset: The regtune preset whose batching the arm uses (``seed`` or ``default``).
+        num_registers: Registers to add with :func:`add_registers`; None keeps the stock HF model, no hooks.
+    """
+
+    name: str
+    preset: Literal["seed", "default"]
+    num_registers: int | None
+
+
+ARMS = (
+    Arm("seed_pipeline", "seed", None),
+    Arm("regtune_tau0", "default", 0),
+    Arm("regtune_tau8", "default", 8),
+    Arm("regtune_tau32", "default", 32),
+    Arm("stock_same_batching", "default", None),
+)
+
+
+@dataclass
+class Batch:
+    """One collated training batch and the counts the report needs.
+
+    Attributes:
+        tensors: Model inputs and labels, each (B, T) or (B,).
+        real_tokens: Text tokens under the attention mask.
+        size: B, windows in the batch.
+        width: T, the padded text width (registers not included).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    real_tokens: int
+    size: int
+    width: int
+
+    @classmethod
+    def collate(cls, rows: list[dict[str, Any]], collator: QACollator) -> Batch:
+        tensors = collator(rows)
+        size, width = tensors["input_ids"].shape
+        return cls(tensors, int(tensors["attention_mask"].sum()), size, width)
+
+
+@dataclass
+class Workload:
+    """The timed batches of one preset, and the mean real window length over all its windows."""
+
+    batches: list[Batch]
+    mean_window_length: float
+    num_windows: int
+    num_epoch_batches: int
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Measure CPU training throughput (real tokens/s and fraction of fp32 matmul peak) of the seed "
+            "pipeline vs regtune's default recipe with 0, 8 and 32 registers, and check the speed targets. "
+            "The last stdout line is a JSON object."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=(
+            f"Short run (about 2 minutes on 2 idle cores): steps={QUICK_PLAN['steps']}, "
+            f"rounds={QUICK_PLAN['rounds']}, warmup={QUICK_PLAN['warmup']} unless given; noisier numbers. "
+            f"Without it: steps={FULL_PLAN['steps']}, rounds={FULL_PLAN['rounds']}, "
+            f"warmup={FULL_PLAN['warmup']}."
+        ),
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="Timed training steps per arm per round (default: see --quick).",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="Interleaved rounds over all arms; an arm's time is its median over rounds (default: --quick).",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="Untimed steps per arm before its first timed round (default: see --quick).",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"Encoder: a short name, local folder or Hub id (default: {DEFAULT_MODEL}, the bundled MiniLM).",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help=(
+            "TyDi QA GoldP folder holding en/train.json. Default: $REGTUNE_DATA_DIR, else "
+            f"{DEFAULT_DATA_DIR} relative to the repository root."
+        ),
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="Seed for the QA head, registers, dropout and batch order (default: 42).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice, usually the physical cores).",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    for name in ("steps", "rounds", "warmup"):
+        if getattr(args, name) is None:
+            setattr(args, name, plan[name])
+    args.matmul_repeats = plan["matmul_repeats"]
+    for name, least in (("steps", 1), ("rounds", 1), ("warmup", 0)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+def train_file(data_dir: str | None) -> Path:
+    """``<data dir>/en/train.json``; an explicit relative --data-dir is relative to the working directory."""
+    if data_dir is None:
+        data_dir = os.environ.get("REGTUNE_DATA_DIR") or str(REPO_ROOT / DEFAULT_DATA_DIR)
+    path = Path(data_dir).expanduser() / LANGUAGE / "train.json"
+    if not path.is_file():
+        raise RegtuneError(
+            f"{path}: no such file; pass --data-dir (or set REGTUNE_DATA_DIR) to the TyDi folder"
+        )
+    return path
+
+
+def epoch_order(lengths: list[int], config: TrainConfig, generator: torch.Generator) -> list[int]:
+    """One epoch's window order, from the sampler HF Trainer uses for this preset."""
+    if config.group_by_length:
+        # Shuffle, cut into megabatches of 50 × batch, sort each by length (longest batch first).
+        return list(LengthGroupedSampler(config.batch_size, lengths=lengths, generator=generator))
+    return torch.randperm(len(lengths), generator=generator).tolist()  # what RandomSampler yields
+
+
+def stratified_batches(batches: list[list[int]], lengths: list[int], count: int) -> list[list[int]]:
+    """``count`` batches at evenly spaced quantiles of real tokens per batch (the median batch for 1)."""
+    ranked = sorted(batches, key=lambda batch: sum(lengths[i] for i in batch))
+    return [ranked[int((k + 0.5) * len(ranked) / count)] for k in range(count)]
+
+
+def build_workload(
+    examples: list[QAExample],
+    tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig,
+    steps: int,
+    seed: int,
+) -> Workload:
+    """Featurize every example with the preset's windows and pick ``steps`` of one epoch's batches."""
+    columns = prepare_train_features(
+        examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
+    )
+    lengths: list[int] = columns["length"]
+    rows = [{name: values[i] for name, values in columns.items()} for i in range(len(lengths))]
+    generator = torch.Generator().manual_seed(seed)
+    order = epoch_order(lengths, config, generator)
+    size = config.batch_size
+    # Full batches only: the epoch's one short last batch would be an odd shape to time.
+    epoch = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+    if steps > len(epoch):
+        raise RegtuneError(
+            f"--steps={steps} exceeds the {len(epoch)} full batches of one epoch; lower --steps"
+        )
+    picked = stratified_batches(epoch, lengths, steps)
+    # Run them in a random order, as training would meet them, not sorted by size.
+    shuffle = torch.randperm(len(picked), generator=generator).tolist()
+    collator = QACollator(tokenizer, pad_to_max_length=config.pad_to_max_length, max_length=config.max_length)
+    batches = [Batch.collate([rows[i] for i in picked[k]], collator) for k in shuffle]
+    return Workload(batches, statistics.fmean(lengths), len(lengths), len(epoch))
+
+
+def load_stock_model(model_name: str, seed: int) -> PreTrainedModel:
+    """The stock HF QA model with sdpa attention; its QA head is initialised from ``seed``."""
+    torch.manual_seed(seed)
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        resolve_model_name(model_name), attn_implementation="sdpa"
+    )
+    if getattr(model.config, CONFIG_KEY, None):
+        raise RegtuneError(f"model '{model_name}' already has registers; benchmark its base model")
+    return model
+
+
+def non_embedding_parameters(model: PreTrainedModel) -> int:
+    """Parameters that take part in matmuls: all but the embedding module (lookups, not products)."""
+    embeddings = model.base_model.embeddings
+    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in embeddings.parameters())
+
+
+def batch_flops(batch: Batch, registers: int, params: int, layers: int, hidden: int) -> float:
+    """Training FLOPs of one step on ``batch`` (see the module docstring)."""
+    seq = batch.width + registers  # S: padding and registers are computed like any token
+    dense = 6 * params * batch.size * seq
+    attention = 3 * layers * batch.size * 4 * seq**2 * hidden
+    return float(dense + attention)
+
+
+class Trainee:
+    """A model copy, its optimizer and its batches: everything needed to time one arm."""
+
+    def __init__(
+        self, arm: Arm, stock: PreTrainedModel, config: TrainConfig, batches: list[Batch], seed: int
+    ):
+        self.arm = arm
+        self.batches = batches
+        self.model = copy.deepcopy(stock)  # identical weights in every arm
+        if arm.num_registers is not None:
+            torch.manual_seed(seed)  # the same register init whatever the arm order
+            add_registers(self.model, arm.num_registers)
+        self.registers = arm.num_registers or 0
+        self.model.train()  # dropout on, as in training
+        groups = optimizer_param_groups(self.model, lr=config.lr, weight_decay=config.weight_decay)
+        # HF Trainer's default optimizer is adamw_torch_fused; fused AdamW also runs on CPU.
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=1e-8, fused=True)
+
+    def step(self, batch: Batch) -> None:
+        loss = self.model(**batch.tensors).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(loss.item()):
+            raise RegtuneError(f"{self.arm.name}: loss is {loss.item()}; the benchmark would time garbage")
+
+
+def matmul_gflops(sizes: tuple[int, ...], repeats: int) -> float:
+    """Best fp32 ``torch.matmul`` rate in GFLOP/s over square sizes and repeats (2·n³ FLOP each)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.matmul(a, b)  # warm the thread pool and BLAS buffers
+        for _ in range(repeats):
+            began = time.perf_counter()
+            torch.matmul(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - began) / 1e9)
+    return best
+
+
+def run_rounds(
+    trainees: list[Trainee], args: argparse.Namespace, progress: tqdm
+) -> tuple[dict[str, list[float]], float]:
+    """Warm every arm up, then interleave them for ``args.rounds`` rounds.
+
+    Returns:
+        Each arm's round times (seconds for all its batches) and the best matmul rate in GFLOP/s.
+    """
+    for trainee in trainees:
+        progress.set_postfix_str(f"warm-up: {trainee.arm.name}")
+        for k in range(args.warmup):
+            trainee.step(trainee.batches[k % len(trainee.batches)])
+            progress.update()
+    times: dict[str, list[float]] = {t.arm.name: [] for t in trainees}
+    peak = 0.0
+    for round_index in range(args.rounds):
+        progress.set_postfix_str(f"round {round_index + 1}: matmul peak")
+        peak = max(peak, matmul_gflops(MATMUL_SIZES, args.matmul_repeats))
+        for trainee in trainees:
+            progress.set_postfix_str(f"round {round_index + 1}: {trainee.arm.name}")
+            batches = trainee.batches
+            began = time.perf_counter()
+            for batch in batches:
+                trainee.step(batch)
+                progress.update()
+            times[trainee.arm.name].append(time.perf_counter() - began)
+    return times, peak
+
+
+def report(
+    trainees: list[Trainee],
+    times: dict[str, list[float]],
+    peak_gflops: float,
+    workloads: dict[str, Workload],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Print the table and the target checks; return the JSON summary."""
+    stock = trainees[0].model
+    params = non_embedding_parameters(stock)
+    layers, hidden = stock.config.num_hidden_layers, stock.config.hidden_size
+    rows: dict[str, dict[str, float]] = {}
+    for trainee in trainees:
+        batches = trainee.batches
+        seconds = statistics.median(times[trainee.arm.name])  # one round: all of the arm's batches
+        real = sum(b.real_tokens for b in batches)
+        processed = sum(b.size * (b.width + trainee.registers) for b in batches)
+        flops = sum(batch_flops(b, trainee.registers, params, layers, hidden) for b in batches)
+        rows[trainee.arm.name] = {
+            "steps": len(batches),
+            "seconds_per_step": seconds / len(batches),
+            "real_tokens_per_s": real / seconds,
+            "processed_tokens_per_s": processed / seconds,
+            "mean_padded_length": statistics.fmean(b.width for b in batches),
+            "registers": trainee.registers,
+            "gflops": flops / seconds / 1e9,
+            "fraction_of_peak": flops / seconds / 1e9 / peak_gflops,
+            "seconds_per_real_token": seconds / real,
+            "real_tokens": real,
+        }
+
+    header = (
+        f"{'arm':<20} {'steps':>5} {'s/step':>8} {'real tok/s':>10} {'proc tok/s':>10} "
+        f"{'pad len':>7} {'regs':>4} {'GFLOP/s':>8} {'of peak':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        print(
+            f"{name:<20} {row['steps']:>5} {row['seconds_per_step']:>8.3f} {row['real_tokens_per_s']:>10.0f} "
+            f"{row['processed_tokens_per_s']:>10.0f} {row['mean_padded_length']:>7.1f} {row['registers']:>4} "
+            f"{row['gflops']:>8.1f} {row['fraction_of_peak']:>7.1%}"
+        )
+    default, seed = workloads["default"], workloads["seed"]
+    mean_length = default.mean_window_length
+    print()
+    print(f"per arm: warm-up steps {args.warmup}; rounds {args.rounds}; timed steps per round {args.steps}")
+    print(f"torch threads: {torch.get_num_threads()}; fp32 matmul peak: {peak_gflops:.1f} GFLOP/s")
+    print(
+        f"non-embedding parameters P = {params:,}; layers = {layers}; hidden H = {hidden}; FLOPs per step = "
+        "6·P·B·S + 3·layers·B·4·S²·H, S = padded text width + registers"
+    )
+    print(
+        f"mean real window length L̄ = {mean_length:.1f} tokens (all {default.num_windows} default-preset "
+        f"windows); seed-preset windows: {seed.mean_window_length:.1f} ({seed.num_windows} windows)"
+    )
+
+    def ratio(a: str, b: str, key: str) -> float:
+        return rows[a][key] / rows[b][key]
+
+    speedup = ratio("regtune_tau0", "seed_pipeline", "real_tokens_per_s")
+    overhead_tau8 = ratio("regtune_tau8", "regtune_tau0", "seconds_per_real_token") - 1
+    overhead_tau32 = ratio("regtune_tau32", "regtune_tau0", "seconds_per_real_token") - 1
+    tau0_vs_stock = ratio("regtune_tau0", "stock_same_batching", "seconds_per_step") - 1
+    tau8_limit = 8 / mean_length + TAU8_SLACK
+    checks = {
+        "speedup_vs_seed_pipeline": speedup >= TARGET_SPEEDUP,
+        "overhead_tau8": overhead_tau8 <= tau8_limit,
+        "tau0_vs_stock": abs(tau0_vs_stock) <= TAU0_TOLERANCE,
+    }
+    print()
+    verdict = {True: "PASS", False: "FAIL"}
+    print(f"{verdict[checks['speedup_vs_seed_pipeline']]} speedup_vs_seed_pipeline = {speedup:.2f}x (>= 3.5)")
+    print(
+        f"{verdict[checks['overhead_tau8']]} overhead_tau8 = {overhead_tau8:+.1%} "
+        f"(<= 8/L̄ + {TAU8_SLACK:.0%} = {tau8_limit:.1%})"
+    )
+    print(
+        f"{verdict[checks['tau0_vs_stock']]} tau0_vs_stock = {tau0_vs_stock:+.1%} "
+        f"(within ±{TAU0_TOLERANCE:.0%})"
+    )
+    print(f"info overhead_tau32 = {overhead_tau32:+.1%} (32/L̄ = {32 / mean_length:.1%})")
+
+    return {
+        "speedup_vs_seed_pipeline": round(speedup, 4),
+        "overhead_tau8": round(overhead_tau8, 4),
+        "overhead_tau8_limit": round(tau8_limit, 4),
+        "overhead_tau32": round(overhead_tau32, 4),
+        "tau0_vs_stock": round(tau0_vs_stock, 4),
+        "pass": checks,
+        "fraction_of_matmul_peak": round(rows["regtune_tau0"]["fraction_of_peak"], 4),
+        "matmul_peak_gflops": round(peak_gflops, 2),
+        "mean_window_length": round(mean_length, 2),
+        "seed_mean_window_length": round(seed.mean_window_length, 2),
+        "tokens_per_s": {name: round(row["real_tokens_per_s"], 1) for name, row in rows.items()},
+        "processed_tokens_per_s": {n: round(row["processed_tokens_per_s"], 1) for n, row in rows.items()},
+        "seconds_per_step": {name: round(row["seconds_per_step"], 4) for name, row in rows.items()},
+        "fraction_of_peak": {name: round(row["fraction_of_peak"], 4) for name, row in rows.items()},
+        "round_seconds": {name: [round(t, 3) for t in values] for name, values in times.items()},
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "model": args.model,
+        "seed": args.seed,
+        "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # before any op, so every kernel uses it
+    hf_logging.set_verbosity_error()  # the "newly initialized qa_outputs" notice is expected here
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        path = train_file(args.data_dir)
+        print(f"reading {path}", file=sys.stderr)
+        examples = load_examples(path).examples
+        tokenizer = load_tokenizer(args.model)
+        presets = {name: resolve_config(name) for name in ("seed", "default")}
+        workloads = {
+            name: build_workload(examples, tokenizer, config, args.steps, args.seed)
+            for name, config in presets.items()
+        }
+        stock = load_stock_model(args.model, args.seed)
+    except RegtuneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    for name, config in presets.items():
+        print(
+            f"preset {name}: max_length {config.max_length}, batch {config.batch_size}, "
+            f"{'padded to max_length' if config.pad_to_max_length else 'dynamic padding'}, "
+            f"{'length-grouped' if config.group_by_length else 'random'} order; timing {args.steps} of "
+            f"{workloads[name].num_epoch_batches} epoch batches",
+            file=sys.stderr,
+        )
+    torch.manual_seed(args.seed)  # dropout masks
+    trainees = [
+        Trainee(arm, stock, presets[arm.preset], workloads[arm.preset].batches, args.seed) for arm in ARMS
+    ]
+    del stock  # every arm holds its own copy
+    total = len(trainees) * (args.warmup + args.rounds * args.steps)
+    with tqdm(total=total, desc="train steps", unit="step", file=sys.stderr) as progress:
+        times, peak = run_rounds(trainees, args, progress)
+    summary = report(trainees, times, peak, workloads, args)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Shared fixtures: the real TyDi QA data, a tiny saved encoder, a small SQuAD pair, one finished run.
+
+Training fixtures are session-scoped: one tiny run (a few seconds) serves the training, CLI and
+evaluation tests alike. Everything works offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Never reach for the network: every model and tokenizer here is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+#: Env var that points at the TyDi QA GoldP folder (or the data folder holding ``tydiqa-goldp``).
+DATA_ENV = "REGTUNE_DATA_DIR"
+
+#: The tiny encoder saved by ``tiny_model_dir``: big enough to learn a little, small enough to train in
+#: a second. Its vocabulary is the bundled MiniLM tokenizer's, saved beside it.
+TINY_BERT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 512,
+}
+
+#: Articles taken from the real English TyDi files for ``tiny_squad`` (one question per article).
+TRAIN_ARTICLES = 40
+DEV_ARTICLES = 20
+
+#: A training run that finishes in seconds on a busy CPU: 9 steps of 4 windows, checkpoints every 3.
+FAST_TRAIN: dict[str, Any] = {
+    "num_registers": 4,
+    "register_lr": 1e-2,  # large, so the registers visibly move in 9 steps
+    "lr": 1e-3,
+    "max_steps": 9,
+    "batch_size": 4,
+    "max_length": 128,
+    "doc_stride": 32,
+    "warmup_ratio": 0.0,
+    "save_steps": 3,
+    "logging_steps": 1,
+    "eval_batch_size": 32,
+    "seed": 7,
+}
+
+
+def find_data_dir() -> Path | None:
+    """The TyDi QA GoldP folder: ``$REGTUNE_DATA_DIR`` (itself or its ``tydiqa-goldp``), else ../shared."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        folder = Path(env) / "tydiqa-goldp" if (Path(env) / "tydiqa-goldp").is_dir() else Path(env)
+    else:
+        folder = Path(__file__).parents[1].parent / "shared/data/tydiqa-goldp"
+    return folder if folder.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real TyDi QA GoldP folder; skips the test when it is absent."""
+    folder = find_data_dir()
+    if folder is None:
+        pytest.skip(f"TyDi QA GoldP data not found (set {DATA_ENV})")
+    return folder
+
+
+def squad_slice(source: Path, target: Path, *, articles: int, skip: int = 0) -> Path:
+    """Write articles ``skip .. skip+articles`` of a SQuAD JSON file to ``target``."""
+    payload = json.loads(source.read_text(encoding="utf-8"))
+    payload["data"] = payload["data"][skip : skip + articles]
+    target.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    return target
+
+
+_PEOPLE = ["Ada", "Bruno", "Chen", "Dana", "Emil", "Farah", "Goran", "Hana", "Ivo", "Jun"]
+_CITIES = ["Lisbon", "Oslo", "Quito", "Nairobi", "Hanoi", "Perth", "Lima", "Riga", "Accra", "Kyoto"]
+_THINGS = ["violins", "bridges", "clocks", "boats", "maps", "bells", "kites", "lamps", "looms", "drums"]
+
+
+def synthetic_squad(path: Path, *, questions: int, offset: int = 0) -> Path:
+    """A SQuAD-1.1 file of simple hand-made facts, for when the real data is absent."""
+    data = []
+    for i in range(offset, offset + questions):
+        person, city = _PEOPLE[i % 10], _CITIES[(i * 3) % 10]
+        thing, year = _THINGS[(i * 7) % 10], 1800 + (i * 37) % 200
+        context = (
+            f"{person} was born in {city} in {year}. Later {person} built {thing} for the people of "
+            f"{city}, and the {thing} are still shown in the town museum every summer."
+        )
+        question, answer = [
+            (f"Where was {person} born?", city),
+            (f"In which year was {person} born?", str(year)),
+            (f"What did {person} build?", thing),
+        ][i % 3]
+        qa = {
+            "id": f"syn-{i}",
+            "question": question,
+            "answers": [{"text": answer, "answer_start": context.index(answer)}],
+        }
+        data.append({"title": f"t{i}", "paragraphs": [{"context": context, "qas": [qa]}]})
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class SquadPair:
+    train: Path
+    dev: Path
+    synthetic: bool
+
+
+@pytest.fixture(scope="session")
+def tiny_squad(tmp_path_factory: pytest.TempPathFactory) -> SquadPair:
+    """A small train/dev pair: the first articles of the real TyDi en files, or synthetic facts."""
+    folder = tmp_path_factory.mktemp("squad")
+    real = find_data_dir()
+    if real is not None:
+        return SquadPair(
+            train=squad_slice(real / "en/train.json", folder / "train.json", articles=TRAIN_ARTICLES),
+            dev=squad_slice(real / "en/dev.json", folder / "dev.json", articles=DEV_ARTICLES),
+            synthetic=False,
+        )
+    return SquadPair(
+        train=synthetic_squad(folder / "train.json", questions=TRAIN_ARTICLES),
+        dev=synthetic_squad(folder / "dev.json", questions=DEV_ARTICLES, offset=1000),
+        synthetic=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random ``BertModel`` (no QA head) plus the bundled tokenizer, saved together offline."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from regtune.hub import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = load_tokenizer("minilm-l6")
+    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_BERT)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_config(tiny_model_dir: Path, tiny_squad: SquadPair) -> Callable[..., Any]:
+    """``make_config(output_dir, **overrides)``: the fast tiny-model TrainConfig."""
+    from regtune.config import resolve_config
+
+    def make(output_dir: Path, **overrides: Any):
+        return resolve_config(
+            "default",
+            model=str(tiny_model_dir),
+            train_file=str(tiny_squad.train),
+            dev_file=str(tiny_squad.dev),
+            output_dir=str(output_dir),
+            **{**FAST_TRAIN, **overrides},
+        )
+
+    return make
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    dir: Path
+    config: Any  # TrainConfig
+    metrics: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, make_config: Callable[..., Any]) -> FinishedRun:
+    """One uninterrupted tiny training run with the ``FAST_TRAIN`` settings."""
+    from regtune.training import train_qa
+
+    run_dir = tmp_path_factory.mktemp("runs") / "base"
+    config = make_config(run_dir)
+    with _one_thread():
+        metrics = train_qa(config, progress=False)
+    return FinishedRun(dir=run_dir, config=config, metrics=metrics)
+
+
+class _one_thread:
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core box they only contend."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.previous)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    with _one_thread():
+        yield
+
+
+@pytest.fixture
+def restore_hf_logging() -> Iterator[None]:
+    """Undo what ``cli.main`` does to transformers' global verbosity and progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    yield
+    hf_logging.set_verbosity(verbosity)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()

@@ -1,0 +1,403 @@
+"""train_qa end to end on a tiny random BERT: the run folder, determinism, kill-and-resume, guards.
+
+One uninterrupted run (the session fixture ``finished_run``: 9 steps of 4 windows, checkpoints every 3)
+is the reference the other tests compare with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback, TrainingArguments, set_seed
+
+from conftest import FAST_TRAIN, FinishedRun, SquadPair
+from regtune import cli
+from regtune.config import TrainConfig
+from regtune.data import read_squad
+from regtune.errors import RegtuneError
+from regtune.evaluation import QA_SETTINGS_KEY
+from regtune.io import atomic_write_json, atomic_write_text
+from regtune.registers import CONFIG_KEY, add_registers, load_model, register_parameters
+from regtune.training import (
+    RegisterTrainer,
+    build_qa_model,
+    check_run_dir,
+    optimizer_param_groups,
+    train_qa,
+)
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread", "restore_hf_logging")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _log_records(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def _loss_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in _log_records(run_dir) if "loss" in r]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model" / "model.safetensors")
+
+
+def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst <= atol, f"weights differ by up to {worst}"
+
+
+def _leftovers(run_dir: Path) -> list[str]:
+    """Things a finished run must not leave behind: checkpoints, half-saved models, temp files."""
+    found = [str(p.relative_to(run_dir)) for p in run_dir.rglob("checkpoint-*")]
+    found += [str(p.relative_to(run_dir)) for p in run_dir.rglob("*.tmp")]
+    return found
+
+
+# --- the run folder -----------------------------------------------------------------------------------
+
+
+def test_run_folder_holds_every_result(finished_run: FinishedRun, tiny_squad: SquadPair) -> None:
+    run, metrics = finished_run.dir, finished_run.metrics
+
+    saved_config = _read_json(run / "config.json")
+    assert saved_config["config"] == finished_run.config.to_dict()
+    assert {"regtune", "torch", "transformers", "python"} <= saved_config["versions"].keys()
+    assert saved_config["data"]["train_file"] == str(tiny_squad.train)
+
+    assert _read_json(run / "metrics.json") == metrics
+    dev_ids = [ex.id for ex in read_squad(tiny_squad.dev).examples]
+    assert metrics["num_questions"] == len(dev_ids)
+    assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100
+    assert metrics["train_steps"] == FAST_TRAIN["max_steps"]
+    assert metrics["resumed_from_step"] == 0
+    assert metrics["num_registers"] == FAST_TRAIN["num_registers"]
+    assert metrics["train_seconds"] > 0 and metrics["eval_seconds"] >= 0
+    assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
+
+    predictions = _read_json(run / "predictions.json")
+    assert sorted(predictions) == sorted(dev_ids)
+    assert all(isinstance(text, str) for text in predictions.values())
+
+    # per_question.json: scores on 0-1 whose means are the headline numbers.
+    per_question = _read_json(run / "per_question.json")
+    assert sorted(per_question) == sorted(dev_ids)
+    f1s = [q["f1"] for q in per_question.values()]
+    assert all(0 <= f1 <= 1 for f1 in f1s)
+    assert 100 * sum(f1s) / len(f1s) == pytest.approx(metrics["f1"])
+    ems = [q["exact_match"] for q in per_question.values()]
+    assert 100 * sum(ems) / len(ems) == pytest.approx(metrics["exact_match"])
+
+    # One record per logging step (logging_steps=1), each with loss and the linearly decaying LR.
+    records = [r for r in _log_records(run) if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, FAST_TRAIN["max_steps"] + 1))
+    assert all(math.isfinite(r["loss"]) and "learning_rate" in r for r in records)
+    lrs = [r["learning_rate"] for r in records]
+    assert lrs[0] == pytest.approx(FAST_TRAIN["lr"]) and lrs == sorted(lrs, reverse=True)
+
+    model_dir = run / "model"
+    assert (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "tokenizer.json").is_file()
+    model_config = _read_json(model_dir / "config.json")
+    assert model_config[CONFIG_KEY]["num_registers"] == FAST_TRAIN["num_registers"]
+    assert model_config[QA_SETTINGS_KEY] == {
+        "max_length": FAST_TRAIN["max_length"],
+        "doc_stride": FAST_TRAIN["doc_stride"],
+        "n_best": finished_run.config.n_best,
+        "max_answer_length": finished_run.config.max_answer_length,
+    }
+    assert load_model(model_dir).num_registers == FAST_TRAIN["num_registers"]
+
+    assert _leftovers(run) == []
+    assert not (run / "model.tmp").exists()
+
+
+# --- determinism ---------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_the_same_run(
+    finished_run: FinishedRun, make_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    again = train_qa(make_config(tmp_path / "again"), progress=False)
+    for key in ("f1", "exact_match", "train_loss", "num_train_windows"):
+        assert again[key] == finished_run.metrics[key], key
+    assert _read_json(tmp_path / "again/predictions.json") == _read_json(
+        finished_run.dir / "predictions.json"
+    )
+    _assert_same_weights(tmp_path / "again", finished_run.dir, atol=0.0)
+
+    # ...and the seed is what makes it so: another seed trains differently.
+    other = train_qa(make_config(tmp_path / "other", seed=FAST_TRAIN["seed"] + 1), progress=False)
+    assert other["train_loss"] != finished_run.metrics["train_loss"]
+
+
+# --- SIGKILL mid-training, then --resume ---------------------------------------------------------------
+
+KILL_SCRIPT = """
+import json, os, signal, sys
+
+import torch
+from transformers import TrainerCallback
+
+from regtune.config import TrainConfig
+from regtune.training import train_qa
+
+torch.set_num_threads(1)  # as in the reference run: thread count can change float sums
+
+
+class KillAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit, no finally
+
+
+config = TrainConfig.from_dict(json.loads(open(sys.argv[1]).read()))
+train_qa(config, progress=False, callbacks=[KillAt(int(sys.argv[2]))])
+sys.exit(3)  # not reached
+"""
+
+
+def _cli_train_args(config: TrainConfig) -> list[str]:
+    """The ``regtune train`` command line that resolves to ``config`` (default preset)."""
+    argv = [
+        "train",
+        "--model",
+        config.model,
+        "--train",
+        config.train_file,
+        "--dev",
+        config.dev_file,
+        "--output-dir",
+        config.output_dir,
+        "--no-progress",
+    ]
+    for flag, (name, _type) in cli._TRAIN_OPTIONS.items():
+        if name in FAST_TRAIN:
+            argv += [flag, str(getattr(config, name))]
+    return argv
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run(
+    finished_run: FinishedRun,
+    make_config: Callable[..., TrainConfig],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = tmp_path / "killed"
+    config = make_config(run)
+    assert config.save_steps == 3 and config.max_steps == 9
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    script = tmp_path / "kill_at.py"
+    script.write_text(KILL_SCRIPT)
+
+    killed = subprocess.run(
+        [sys.executable, str(script), str(config_file), "5"], capture_output=True, text=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoints = sorted(p.name for p in (run / "trainer").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-3"]
+    assert not (run / "metrics.json").exists()
+    assert not (run / "model").exists()
+    assert _loss_steps(run) == [1, 2, 3, 4]  # step 5 was killed before it was logged
+
+    # Without --resume the folder is refused; with it, training continues from checkpoint-3.
+    assert cli.main(_cli_train_args(config)) == cli.EXIT_USER_ERROR
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main([*_cli_train_args(config), "--resume"]) == 0
+    # The summary comes last (HF's PrinterCallback prints each log record to stdout before it).
+    summary = capsys.readouterr().out.splitlines()[-4:]
+    assert summary[0].startswith("exact_match ") and summary[2] == f"metrics: {run / 'metrics.json'}"
+
+    resumed = _read_json(run / "metrics.json")
+    reference = finished_run.metrics
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["train_steps"] == reference["train_steps"] == 9
+    assert (resumed["f1"], resumed["exact_match"]) == (reference["f1"], reference["exact_match"])
+    assert _read_json(run / "predictions.json") == _read_json(finished_run.dir / "predictions.json")
+    _assert_same_weights(run, finished_run.dir, atol=1e-6)
+
+    # The log has every step once, and the repeated steps 4-9 logged the reference run's losses.
+    assert _loss_steps(run) == list(range(1, 10))
+    ours = {r["step"]: r["loss"] for r in _log_records(run) if "loss" in r}
+    theirs = {r["step"]: r["loss"] for r in _log_records(finished_run.dir) if "loss" in r}
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert _leftovers(run) == []
+
+
+# --- atomic result files -------------------------------------------------------------------------------
+
+
+def test_atomic_write_json_leaves_only_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "deeper" / "metrics.json"  # the folder is created
+    atomic_write_json(target, {"f1": 50.0, "lang": "日本語"})
+    atomic_write_json(target, {"f1": 60.0})  # replaces
+    assert _read_json(target) == {"f1": 60.0}
+    assert target.read_text(encoding="utf-8").endswith("\n")
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # Serialises, then fails while being written: a lone surrogate cannot be encoded as UTF-8.
+        {"f1": 1.0, "text": "x" * 100_000 + "\ud800"},
+        # Fails before anything is written.
+        {"f1": object()},
+    ],
+    ids=["fails-mid-write", "not-serialisable"],
+)
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path, bad: dict[str, Any]) -> None:
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"f1": 50.0})
+    with pytest.raises((UnicodeEncodeError, TypeError)):
+        atomic_write_json(target, bad)
+    assert _read_json(target) == {"f1": 50.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_write_text_failure_on_a_new_file_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(tmp_path / "log.txt", "ok\ud800")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- check_run_dir -------------------------------------------------------------------------------------
+
+
+def test_check_run_dir_accepts_a_fresh_folder(
+    make_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    assert check_run_dir(tmp_path / "new", make_config(tmp_path / "new"), resume=False) is None
+    assert check_run_dir(tmp_path / "new", make_config(tmp_path / "new"), resume=True) is None
+
+
+def test_check_run_dir_names_the_differing_key(finished_run: FinishedRun) -> None:
+    changed = dataclasses.replace(finished_run.config, lr=5e-4)
+    for resume in (False, True):
+        with pytest.raises(RegtuneError) as err:
+            check_run_dir(finished_run.dir, changed, resume=resume)
+        message = str(err.value)
+        assert "different config (lr)" in message and str(finished_run.dir) in message
+        assert "\n" not in message
+
+
+def test_check_run_dir_refuses_the_same_run_without_resume(finished_run: FinishedRun) -> None:
+    with pytest.raises(RegtuneError, match="--resume"):
+        check_run_dir(finished_run.dir, finished_run.config, resume=False)
+
+
+def test_check_run_dir_unfinished_run_with_resume_continues(
+    finished_run: FinishedRun, tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text((finished_run.dir / "config.json").read_text())
+    # config.json but no metrics.json: an interrupted run, which --resume continues.
+    assert check_run_dir(tmp_path, finished_run.config, resume=True) is None
+
+
+class _MustNotTrain(TrainerCallback):
+    def on_init_end(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished run was trained again")
+
+
+def test_resuming_a_finished_run_returns_its_metrics(finished_run: FinishedRun) -> None:
+    metrics_file = finished_run.dir / "metrics.json"
+    before = metrics_file.stat().st_mtime_ns
+    assert check_run_dir(finished_run.dir, finished_run.config, resume=True) == finished_run.metrics
+    metrics = train_qa(finished_run.config, resume=True, progress=False, callbacks=[_MustNotTrain()])
+    assert metrics == finished_run.metrics
+    assert metrics_file.stat().st_mtime_ns == before
+
+
+# --- the optimizer -------------------------------------------------------------------------------------
+
+
+def _qa_model_with_registers(tau: int = 4):
+    torch.manual_seed(0)
+    return add_registers(tiny_model("bert"), tau)
+
+
+def test_optimizer_groups_keep_registers_apart() -> None:
+    model = _qa_model_with_registers()
+    groups = optimizer_param_groups(model, lr=1e-3, weight_decay=0.1, register_lr=5e-2)
+    decay, no_decay, registers = groups
+    assert decay["weight_decay"] == 0.1 and "lr" not in decay  # the optimizer's lr applies
+    assert no_decay["weight_decay"] == 0.0 and "lr" not in no_decay
+    assert registers == {"params": register_parameters(model), "weight_decay": 0.0, "lr": 5e-2}
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    not_decayed = {names[id(p)] for p in no_decay["params"]}
+    assert all(not n.endswith(".bias") and "LayerNorm" not in n for n in decayed)
+    assert {"qa_outputs.weight", "bert.embeddings.word_embeddings.weight"} <= decayed
+    assert all(n.endswith(".bias") or "LayerNorm" in n for n in not_decayed)
+    assert "qa_outputs.bias" in not_decayed and "bert.embeddings.LayerNorm.weight" in not_decayed
+
+    # Every trainable parameter exactly once.
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_optimizer_groups_defaults_and_frozen_parameters() -> None:
+    model = _qa_model_with_registers()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    groups = optimizer_param_groups(model, lr=1e-3, weight_decay=0.1)
+    assert groups[-1]["lr"] == 1e-3  # no register_lr: the registers share the main LR
+    grouped = {id(p) for group in groups for p in group["params"]}
+    assert id(model.bert.embeddings.word_embeddings.weight) not in grouped
+
+    # No registers, no (empty) register group.
+    plain = optimizer_param_groups(tiny_model("bert"), lr=1e-3, weight_decay=0.1, register_lr=5e-2)
+    assert len(plain) == 2 and all("lr" not in group for group in plain)
+
+
+def test_register_trainer_builds_its_optimizer_from_the_groups(tmp_path: Path) -> None:
+    model = _qa_model_with_registers()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, report_to="none", use_cpu=True
+    )
+    trainer = RegisterTrainer(model=model, args=args, register_lr=5e-2)
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-3, 5e-2]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0, 0.0]
+    assert optimizer.param_groups[2]["params"] == register_parameters(model)
+
+
+def test_registers_move_during_training(finished_run: FinishedRun) -> None:
+    # train_qa seeds, then builds the model: the same two calls rebuild the run's initial weights.
+    set_seed(finished_run.config.seed)
+    initial = build_qa_model(finished_run.config)
+    trained = load_model(finished_run.dir / "model")
+    before = register_parameters(initial)[0].detach()
+    after = register_parameters(trained)[0].detach()
+    assert before.shape == after.shape == (FAST_TRAIN["num_registers"], 32)
+    assert torch.isfinite(after).all()
+    # Adam moves a weight by about its LR per step. The registers' 9 steps at register_lr 1e-2
+    # (linear decay) add up to 5e-2; at the main LR of 1e-3 they could move ~5e-3 at most.
+    moved = (after - before).abs()
+    main_lr_budget = FAST_TRAIN["lr"] * sum(range(1, 10)) / 9
+    assert moved.max().item() > 2 * main_lr_budget, moved.max().item()
+    assert moved.mean().item() > main_lr_budget, moved.mean().item()
+    assert (moved > 0).all(), "every register entry should have been updated"
