@@ -111,6 +111,8 @@ def test_run_folder_holds_every_result(finished_run: FinishedRun, tiny_squad: Sq
     assert all(math.isfinite(r["loss"]) and "learning_rate" in r for r in records)
     lrs = [r["learning_rate"] for r in records]
     assert lrs[0] == pytest.approx(FAST_TRAIN["lr"]) and lrs == sorted(lrs, reverse=True)
+    # tensorboard is a dev dependency, so the Trainer also writes event files.
+    assert list((run / "trainer").glob("runs/*/events.out.tfevents.*"))
 
     model_dir = run / "model"
     assert (model_dir / "model.safetensors").is_file()
