@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from regtune import __version__
 from regtune.config import PRESETS, TrainConfig
 from regtune.errors import RegtuneError
 
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="regtune", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--verbose", action="store_true", help="show library log messages")
+    parser.add_argument("--version", action="version", version=f"regtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
