@@ -18,8 +18,10 @@ arms would take hours on CPU, so each recipe times ``--steps`` full batches of t
 spaced quantiles of batch size (real tokens): a stratified sample that represents the epoch with far less
 noise than random batches. The four regtune/stock arms run exactly the same batches. Each arm first runs
 ``--warmup`` untimed steps (the first step also allocates the optimizer state and runs much slower), then
-the arms run interleaved (ABCDE ABCDE ...) for ``--rounds`` rounds of ``--steps`` timed steps, so
-background load hits every arm alike; each arm's time is the median over rounds of its round time.
+the arms run interleaved step by step (batch k of every arm, then batch k+1) for ``--rounds`` rounds of
+``--steps`` timed steps, so background load hits every arm alike. Each arm's throughput is the median over
+rounds of its round time. Arms that share batches (τ=0, τ=8, τ=32, stock) are compared *paired*: the
+overheads are medians over every (round, step) of the ratio of the two arms' times on the same batch.
 
 Throughput counts *real* tokens: text tokens under the attention mask ([CLS]/[SEP] included; padding and
 registers excluded). *Processed* tokens are everything the layers see: B × (T + R) per batch, with T the
@@ -350,36 +352,49 @@ def matmul_gflops(sizes: tuple[int, ...], repeats: int) -> float:
 
 def run_rounds(
     trainees: list[Trainee], args: argparse.Namespace, progress: tqdm
-) -> tuple[dict[str, list[float]], float]:
-    """Warm every arm up, then interleave them for ``args.rounds`` rounds.
+) -> tuple[dict[str, list[list[float]]], float]:
+    """Warm every arm up, then interleave them step by step for ``args.rounds`` rounds.
+
+    Within a round, batch k of every arm runs before batch k+1 of any arm, so a burst of background load
+    hits all arms on the same batch; arms that share batches can then be compared step by step.
 
     Returns:
-        Each arm's round times (seconds for all its batches) and the best matmul rate in GFLOP/s.
+        Per arm, per round, the seconds of each step; and the best matmul rate in GFLOP/s.
     """
     for trainee in trainees:
         progress.set_postfix_str(f"warm-up: {trainee.arm.name}")
         for k in range(args.warmup):
             trainee.step(trainee.batches[k % len(trainee.batches)])
             progress.update()
-    times: dict[str, list[float]] = {t.arm.name: [] for t in trainees}
+    times: dict[str, list[list[float]]] = {t.arm.name: [] for t in trainees}
     peak = 0.0
     for round_index in range(args.rounds):
         progress.set_postfix_str(f"round {round_index + 1}: matmul peak")
         peak = max(peak, matmul_gflops(MATMUL_SIZES, args.matmul_repeats))
+        progress.set_postfix_str(f"round {round_index + 1}")
         for trainee in trainees:
-            progress.set_postfix_str(f"round {round_index + 1}: {trainee.arm.name}")
-            batches = trainee.batches
-            began = time.perf_counter()
-            for batch in batches:
-                trainee.step(batch)
+            times[trainee.arm.name].append([])
+        for k in range(args.steps):
+            for trainee in trainees:
+                began = time.perf_counter()
+                trainee.step(trainee.batches[k])
+                times[trainee.arm.name][-1].append(time.perf_counter() - began)
                 progress.update()
-            times[trainee.arm.name].append(time.perf_counter() - began)
     return times, peak
+
+
+def paired_ratio(times: dict[str, list[list[float]]], a: str, b: str) -> float:
+    """Median over every (round, step) of arm a's step time over arm b's on the same batch."""
+    return statistics.median(
+        ta / tb
+        for round_a, round_b in zip(times[a], times[b], strict=True)
+        for ta, tb in zip(round_a, round_b, strict=True)
+    )
 
 
 def report(
     trainees: list[Trainee],
-    times: dict[str, list[float]],
+    times: dict[str, list[list[float]]],
     peak_gflops: float,
     workloads: dict[str, Workload],
     args: argparse.Namespace,
@@ -391,7 +406,8 @@ def report(
     rows: dict[str, dict[str, float]] = {}
     for trainee in trainees:
         batches = trainee.batches
-        seconds = statistics.median(times[trainee.arm.name])  # one round: all of the arm's batches
+        # One round = all of the arm's batches; the median round resists bursts of background load.
+        seconds = statistics.median(sum(round_times) for round_times in times[trainee.arm.name])
         real = sum(b.real_tokens for b in batches)
         processed = sum(b.size * (b.width + trainee.registers) for b in batches)
         flops = sum(batch_flops(b, trainee.registers, params, layers, hidden) for b in batches)
@@ -438,9 +454,11 @@ def report(
         return rows[a][key] / rows[b][key]
 
     speedup = ratio("regtune_tau0", "seed_pipeline", "real_tokens_per_s")
-    overhead_tau8 = ratio("regtune_tau8", "regtune_tau0", "seconds_per_real_token") - 1
-    overhead_tau32 = ratio("regtune_tau32", "regtune_tau0", "seconds_per_real_token") - 1
-    tau0_vs_stock = ratio("regtune_tau0", "stock_same_batching", "seconds_per_step") - 1
+    # These arms run the very same batches, so they are compared step by step (paired), which cancels
+    # the load drift of a shared machine far better than a ratio of totals.
+    overhead_tau8 = paired_ratio(times, "regtune_tau8", "regtune_tau0") - 1
+    overhead_tau32 = paired_ratio(times, "regtune_tau32", "regtune_tau0") - 1
+    tau0_vs_stock = paired_ratio(times, "regtune_tau0", "stock_same_batching") - 1
     tau8_limit = 8 / mean_length + TAU8_SLACK
     checks = {
         "speedup_vs_seed_pipeline": speedup >= TARGET_SPEEDUP,
@@ -475,7 +493,7 @@ def report(
         "processed_tokens_per_s": {n: round(row["processed_tokens_per_s"], 1) for n, row in rows.items()},
         "seconds_per_step": {name: round(row["seconds_per_step"], 4) for name, row in rows.items()},
         "fraction_of_peak": {name: round(row["fraction_of_peak"], 4) for name, row in rows.items()},
-        "round_seconds": {name: [round(t, 3) for t in values] for name, values in times.items()},
+        "round_seconds": {name: [round(sum(r), 3) for r in rounds] for name, rounds in times.items()},
         "steps": args.steps,
         "rounds": args.rounds,
         "warmup": args.warmup,

@@ -6,7 +6,6 @@ import codecs
 import copy
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -478,27 +477,16 @@ def test_load_examples_reads_local_files(tmp_path: Path) -> None:
 # --- the real TyDi QA GoldP files (../shared/data/tydiqa-goldp) ----------------------------------
 
 
-def _tydi_dir() -> Path:
-    env = os.environ.get("REGTUNE_DATA_DIR")
-    if env:  # either the tydiqa-goldp folder itself or the data folder that holds it
-        folder = Path(env) / "tydiqa-goldp" if (Path(env) / "tydiqa-goldp").is_dir() else Path(env)
-    else:
-        folder = Path(__file__).parents[1].parent / "shared/data/tydiqa-goldp"
-    if not folder.is_dir():
-        pytest.skip(f"TyDi QA GoldP data not found at {folder} (set REGTUNE_DATA_DIR)")
-    return folder
-
-
 @pytest.mark.slow
-def test_real_english_dev_keeps_every_reference() -> None:
-    result = read_squad(_tydi_dir() / "en/dev.json", strict=True)
+def test_real_english_dev_keeps_every_reference(data_dir: Path) -> None:
+    result = read_squad(data_dir / "en/dev.json", strict=True)
     assert len(result.examples) == 440
     assert result.skipped == []
     assert sum(len(refs) >= 2 for refs in result.references.values()) == 246
 
 
 @pytest.mark.slow
-def test_real_english_train() -> None:
-    result = read_squad(_tydi_dir() / "en/train.json", strict=True)
+def test_real_english_train(data_dir: Path) -> None:
+    result = read_squad(data_dir / "en/train.json", strict=True)
     assert len(result.examples) == 3696
     assert result.skipped == []

@@ -137,12 +137,16 @@ class RegisterTokens(nn.Module):
 
     def insert(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, N, H) -> (B, R+N, H), registers at ``config.insert_at``."""
+        if self.num_registers == 0:
+            return hidden  # τ=0 costs nothing, not even a copy
         at = self.config.insert_at
         regs = self.tokens.to(hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
         return torch.cat([hidden[:, :at], regs, hidden[:, at:]], dim=1)
 
     def extend_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, R+N): every token attends to every register and back."""
+        if self.num_registers == 0:
+            return mask
         at = self.config.insert_at
         ones = mask.new_ones(mask.shape[0], self.num_registers)
         return torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1)
@@ -190,6 +194,8 @@ def split_registers(
     if n_total < r + at:
         raise ValueError(f"sequence dimension {dim} has {n_total} positions, fewer than the {r} registers")
     regs = tensor.narrow(dim, at, r)
+    if at == 0 or r == 0:  # the text is one contiguous block: a view, no copy
+        return regs, tensor.narrow(dim, r, n_total - r)
     text = torch.cat([tensor.narrow(dim, 0, at), tensor.narrow(dim, at + r, n_total - at - r)], dim=dim)
     return regs, text
 
