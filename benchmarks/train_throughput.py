@@ -355,8 +355,9 @@ def run_rounds(
 ) -> tuple[dict[str, list[list[float]]], float]:
     """Warm every arm up, then interleave them step by step for ``args.rounds`` rounds.
 
-    Within a round, batch k of every arm runs before batch k+1 of any arm, so a burst of background load
-    hits all arms on the same batch; arms that share batches can then be compared step by step.
+    Within a round, batch k of every arm (in a rotating order) runs before batch k+1 of any arm, so a
+    burst of background load hits all arms on the same batch; arms that share batches can then be
+    compared step by step.
 
     Returns:
         Per arm, per round, the seconds of each step; and the best matmul rate in GFLOP/s.
@@ -375,7 +376,10 @@ def run_rounds(
         for trainee in trainees:
             times[trainee.arm.name].append([])
         for k in range(args.steps):
-            for trainee in trainees:
+            # Rotate which arm goes first, so no arm always follows the same one (cache and
+            # frequency after a big seed_pipeline step would otherwise favour or hurt one arm).
+            shift = (k + round_index) % len(trainees)
+            for trainee in trainees[shift:] + trainees[:shift]:
                 began = time.perf_counter()
                 trainee.step(trainee.batches[k])
                 times[trainee.arm.name][-1].append(time.perf_counter() - began)
