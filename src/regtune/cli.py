@@ -102,20 +102,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             flag, dest=name, type=type_, default=None, choices=_CHOICES.get(flag), help=_help(name)
         )
-    p.add_argument(
-        "--pad-to-max-length",
-        dest="pad_to_max_length",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_help("pad_to_max_length"),
-    )
-    p.add_argument(
-        "--group-by-length",
-        dest="group_by_length",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=_help("group_by_length"),
-    )
+    for name in ("pad_to_max_length", "group_by_length"):
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=_help(name),
+        )
     p.add_argument(
         "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
     )

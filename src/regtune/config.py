@@ -7,10 +7,10 @@ A run's resolved config (preset, then the user's explicit options on top) is sav
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from regtune.errors import ConfigError
+from regtune.errors import ConfigError, check_known_fields
 from regtune.registers import RegisterConfig
 
 
@@ -97,10 +97,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}")
+        check_known_fields(cls, data, "config keys")
         return cls(**data)
 
 

@@ -6,6 +6,9 @@ message; the CLI prints that line and exits non-zero instead of showing a traceb
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 
 class RegtuneError(Exception):
     """An error caused by user input: bad data, bad options, a missing file."""
@@ -21,3 +24,11 @@ class ConfigError(RegtuneError, ValueError):
 
 class RegtuneWarning(UserWarning):
     """A warning that signals likely misuse; the test suite turns these into errors."""
+
+
+def check_known_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` if ``data`` has keys that are not fields of the dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; known: {sorted(known)}")

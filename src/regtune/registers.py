@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
-from regtune.errors import ConfigError, RegtuneError
+from regtune.errors import ConfigError, RegtuneError, check_known_fields
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +112,7 @@ class RegisterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegisterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown register settings {unknown}; known: {sorted(known)}")
+        check_known_fields(cls, data, "register settings")
         return cls(**data)
 
 
