@@ -403,3 +403,21 @@ def test_registers_move_during_training(finished_run: FinishedRun) -> None:
     assert moved.max().item() > 2 * main_lr_budget, moved.max().item()
     assert moved.mean().item() > main_lr_budget, moved.mean().item()
     assert (moved > 0).all(), "every register entry should have been updated"
+
+
+# --- model building --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropout", [None, 0.0, 0.25])
+def test_build_qa_model_sets_attention_dropout(tiny_model_dir: Path, dropout: float | None) -> None:
+    config = TrainConfig(model=str(tiny_model_dir), num_registers=2, attention_dropout=dropout)
+    model = build_qa_model(config)
+    expected = 0.1 if dropout is None else dropout  # BertConfig's own default stays when not given
+    assert model.config.attention_probs_dropout_prob == expected
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == expected
+    assert model.num_registers == 2
+
+
+def test_attention_dropout_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(RegtuneError, match="attention_dropout"):
+        TrainConfig(attention_dropout=1.0)

@@ -63,6 +63,7 @@ _TRAIN_OPTIONS: dict[str, tuple[str, type]] = {
     "--save-steps": ("save_steps", int),
     "--logging-steps": ("logging_steps", int),
     "--attn-implementation": ("attn_implementation", str),
+    "--attention-dropout": ("attention_dropout", float),
 }
 _CHOICES = {
     "--placement": ["prepend", "after_cls"],

@@ -56,6 +56,10 @@ class TrainConfig:
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss and LR every this many steps."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' attention."})
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Attention-probability dropout (None: the model's own, 0.1 for BERT)."},
+    )
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("give --epochs > 0 or --max-steps > 0")
+        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
+            raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ConfigError(
                 f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}"

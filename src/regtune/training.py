@@ -136,8 +136,14 @@ def build_qa_model(config: TrainConfig) -> PreTrainedModel:
             f"model '{config.model}' already has registers; train from its base model, or use "
             "regtune.load_model to continue from it in Python"
         )
+    if config.attention_dropout is not None:
+        # BERT, RoBERTa, XLM-R and ELECTRA call it attention_probs_dropout_prob; DistilBERT attention_dropout.
+        names = [n for n in ("attention_probs_dropout_prob", "attention_dropout") if hasattr(hf_config, n)]
+        if not names:
+            raise RegtuneError(f"model '{config.model}': its config has no attention dropout to set")
+        setattr(hf_config, names[0], config.attention_dropout)
     model = AutoModelForQuestionAnswering.from_pretrained(
-        path, attn_implementation=config.attn_implementation
+        path, config=hf_config, attn_implementation=config.attn_implementation
     )
     registers = config.registers()
     add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
