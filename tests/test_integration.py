@@ -55,12 +55,7 @@ def test_minilm_learns_tydi_english(data_dir: Path, tmp_path: Path) -> None:
     # The same model train_qa starts from: train_qa seeds, then builds it.
     set_seed(config.seed)
     untrained = build_qa_model(config)
-    settings = QASettings(
-        max_length=config.max_length,
-        doc_stride=config.doc_stride,
-        n_best=config.n_best,
-        max_answer_length=config.max_answer_length,
-    )
+    settings = QASettings.from_train_config(config)
     examples = read_squad(dev).examples
     before = evaluate_qa(untrained, load_tokenizer(config.model), examples, settings, progress=False)
     del untrained

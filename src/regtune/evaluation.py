@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from regtune.data import QAExample
 from regtune.features import QACollator, length_sorted_batches, prepare_eval_features
 from regtune.metrics import squad_scores
 from regtune.postprocess import Prediction, postprocess_qa_predictions
+
+if TYPE_CHECKING:
+    from regtune.config import TrainConfig
 
 #: Key in the saved model config holding the featurization and decoding settings used in training,
 #: so that ``regtune evaluate`` reproduces the training run's scores by default.
@@ -30,6 +33,16 @@ class QASettings:
     doc_stride: int = 128
     n_best: int = 20
     max_answer_length: int = 30
+
+    @classmethod
+    def from_train_config(cls, config: TrainConfig) -> QASettings:
+        """The settings a training run uses for its windows and its final evaluation."""
+        return cls(
+            max_length=config.max_length,
+            doc_stride=config.doc_stride,
+            n_best=config.n_best,
+            max_answer_length=config.max_answer_length,
+        )
 
     @classmethod
     def from_model(cls, model: PreTrainedModel) -> QASettings:

@@ -38,6 +38,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.integrations import is_tensorboard_available
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -167,11 +168,9 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     config_file = run_dir / "config.json"
     if not config_file.exists():
         return None
-    saved = json.loads(config_file.read_text())["config"]
-    if saved != config.to_dict():
-        diff = sorted(
-            k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k)
-        )
+    saved, current = json.loads(config_file.read_text())["config"], config.to_dict()
+    if saved != current:
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise RegtuneError(
             f"{run_dir}: holds a run with a different config ({', '.join(diff)}); use a new folder"
         )
@@ -238,12 +237,7 @@ def train_qa(
 
     set_seed(config.seed)  # before the model: the QA head and registers are initialised here
     model = build_qa_model(config)
-    settings = QASettings(
-        max_length=config.max_length,
-        doc_stride=config.doc_stride,
-        n_best=config.n_best,
-        max_answer_length=config.max_answer_length,
-    )
+    settings = QASettings.from_train_config(config)
     setattr(model.config, QA_SETTINGS_KEY, asdict(settings))
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +285,7 @@ def train_qa(
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        report_to=["tensorboard"] if _tensorboard_available() else "none",
+        report_to=["tensorboard"] if is_tensorboard_available() else "none",
         disable_tqdm=not progress,
         remove_unused_columns=False,  # the collator drops the non-tensor columns itself
         bf16=use_bf16,
@@ -350,11 +344,3 @@ def train_qa(
 
 def _checkpoint_step(checkpoint: str | None) -> int:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
-
-
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
