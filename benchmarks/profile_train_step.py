@@ -8,7 +8,8 @@ training it runs in the data loader.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/profile_train_step.py --registers 8 --steps 6
+    .venv/bin/python benchmarks/profile_train_step.py --registers 8 --steps 6             # today's default
+    .venv/bin/python benchmarks/profile_train_step.py --precision fp32 --attention-dropout 0.1  # issue 2's
 
 The last line of stdout is one JSON object: seconds per step and each bucket's share.
 """
@@ -32,6 +33,7 @@ from regtune.config import resolve_config
 from regtune.data import load_examples
 from regtune.features import QACollator
 from regtune.hub import load_tokenizer
+from regtune.precision import PRECISIONS
 from train_throughput import Arm, Trainee, build_workload, load_stock_model, train_file
 
 # Self-time buckets by operator name; first match wins. Names are ATen ops as the profiler reports them.
@@ -81,6 +83,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42, help="seed for batches and init (default: 42)")
     parser.add_argument("--top", type=int, default=15, help="operators to list (default: 15)")
+    current = resolve_config("default")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=current.precision,
+        help=f"'auto' resolves as regtune train does on this CPU (default: {current.precision})",
+    )
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=current.attention_dropout,
+        help=f"attention-probability dropout (default: {current.attention_dropout}, the default preset's)",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     examples = load_examples(train_file(args.data_dir)).examples
     workload = build_workload(examples, tokenizer, config, args.warmup + args.steps, args.seed)
     stock = load_stock_model(args.model, args.seed)
-    trainee = Trainee(Arm("profiled", "default", args.registers), stock, config, workload.batches, args.seed)
+    arm = Arm("profiled", "default", args.registers, args.precision, args.attention_dropout)
+    trainee = Trainee(arm, stock, config, workload.batches, args.seed)
 
     # Collation cost on the same windows, unpadded back into rows (the Trainer collates in its data loader).
     collator = QACollator(tokenizer)
@@ -119,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         buckets[bucket_of(event.key)] += event.self_cpu_time_total / 1e6
     total = sum(buckets.values())
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
-    print(f"wall per step: {wall / len(timed):.3f} s over {len(timed)} steps, τ={args.registers}")
+    print(
+        f"wall per step: {wall / len(timed):.3f} s over {len(timed)} steps, τ={args.registers}, "
+        f"{trainee.precision}, attention dropout {args.attention_dropout}"
+    )
     print(
         f"collation per batch: {collate_seconds * 1e3:.2f} ms "
         f"({collate_seconds / (wall / len(timed)):.2%} of a step)"
@@ -129,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "seconds_per_step": round(wall / len(timed), 4),
         "registers": args.registers,
+        "precision": trainee.precision,
+        "attention_dropout": args.attention_dropout,
         "steps": len(timed),
         "collate_seconds_per_batch": round(collate_seconds, 5),
         "threads": torch.get_num_threads(),

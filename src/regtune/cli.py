@@ -20,6 +20,7 @@ from typing import Any
 from regtune import __version__
 from regtune.config import PRESETS, TrainConfig
 from regtune.errors import RegtuneError
+from regtune.precision import PRECISIONS
 
 EXIT_USER_ERROR = 2
 
@@ -64,11 +65,13 @@ _TRAIN_OPTIONS: dict[str, tuple[str, type]] = {
     "--logging-steps": ("logging_steps", int),
     "--attn-implementation": ("attn_implementation", str),
     "--attention-dropout": ("attention_dropout", float),
+    "--precision": ("precision", str),
 }
 _CHOICES = {
     "--placement": ["prepend", "after_cls"],
     "--register-init": ["trunc_normal", "tiny_normal", "vocab"],
     "--attn-implementation": ["sdpa", "eager"],
+    "--precision": list(PRECISIONS),
 }
 
 
@@ -133,6 +136,11 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--doc-stride", type=int, help="window overlap in tokens (default: as trained)")
     p.add_argument("--n-best", type=int, help="start/end candidates per window (default: as trained)")
     p.add_argument("--max-answer-length", type=int, help="longest answer in tokens (default: as trained)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="'auto' (bf16 on bf16 GPUs and AMX CPUs), 'bf16' or 'fp32' (default: as trained)",
+    )
     p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -200,7 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     overrides = {
         k: getattr(args, k)
-        for k in ("max_length", "doc_stride", "n_best", "max_answer_length")
+        for k in ("max_length", "doc_stride", "n_best", "max_answer_length", "precision")
         if getattr(args, k) is not None
     }
     settings = replace(QASettings.from_model(model), **overrides)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from regtune.errors import ConfigError, check_known_fields
+from regtune.precision import PRECISIONS
 from regtune.registers import RegisterConfig
 
 
@@ -57,8 +58,14 @@ class TrainConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log loss and LR every this many steps."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' attention."})
     attention_dropout: float | None = field(
-        default=None,
+        default=0.0,
         metadata={"help": "Attention-probability dropout (None: the model's own, 0.1 for BERT)."},
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto' (bf16 autocast on bf16 GPUs and AMX CPUs, else fp32), 'bf16' or 'fp32'.",
+        },
     )
 
     def __post_init__(self) -> None:
@@ -86,6 +93,8 @@ class TrainConfig:
             raise ConfigError("give --epochs > 0 or --max-steps > 0")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ConfigError(
                 f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}"
@@ -111,6 +120,9 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Chosen for MiniLM-L6-H384 (5x smaller than bert-base): small models want a larger LR; dynamic
     # padding and length grouping; 30-token answers (TyDi en answers are short; SQuAD's usual cap).
+    # No attention-probability dropout (the dataclass default 0.0): on CPU its (B, heads, S, S) random
+    # masks cost a quarter of a training step and keep SDPA off its fused kernels, and F1 did not
+    # suffer (docs/benchmarks.md). bf16 autocast where the hardware has it (precision 'auto').
     "default": {},
     # The seed project's recipe (SEED_NOTES.md): HF Trainer defaults otherwise.
     "seed": {
@@ -125,6 +137,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "group_by_length": False,
         "max_answer_length": 60,
         "seed": 595,
+        "attention_dropout": None,  # the model's own (0.1 for BERT)
+        "precision": "fp32",  # HF Trainer's default, as the seed project ran it
     },
 }
 

@@ -13,9 +13,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from regtune.data import QAExample
+from regtune.errors import ConfigError
 from regtune.features import QACollator, length_sorted_batches, prepare_eval_features
 from regtune.metrics import squad_scores
 from regtune.postprocess import Prediction, postprocess_qa_predictions
+from regtune.precision import PRECISIONS, autocast_context
 
 if TYPE_CHECKING:
     from regtune.config import TrainConfig
@@ -27,12 +29,18 @@ QA_SETTINGS_KEY = "regtune_qa"
 
 @dataclass
 class QASettings:
-    """Featurization and span-decoding settings; travel with the saved model."""
+    """Featurization, span-decoding and precision settings; travel with the saved model."""
 
     max_length: int = 384
     doc_stride: int = 128
     n_best: int = 20
     max_answer_length: int = 30
+    #: 'auto', 'bf16' or 'fp32' (see regtune.precision); resolved on the device that runs inference.
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
     @classmethod
     def from_train_config(cls, config: TrainConfig) -> QASettings:
@@ -42,6 +50,7 @@ class QASettings:
             doc_stride=config.doc_stride,
             n_best=config.n_best,
             max_answer_length=config.max_answer_length,
+            precision=config.precision,
         )
 
     @classmethod
@@ -61,12 +70,6 @@ class QAEvaluation:
         return {qid: p.text for qid, p in self.predictions.items()}
 
 
-def autocast_context(device: torch.device) -> torch.autocast:
-    """bf16 autocast on GPUs that support it; a disabled context elsewhere (CPU runs in fp32)."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 @torch.no_grad()
 def predict_logits(
     model: PreTrainedModel,
@@ -75,6 +78,7 @@ def predict_logits(
     *,
     batch_size: int = 64,
     progress: bool = True,
+    precision: str = "auto",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits for every window, each cut to the window's real length.
 
@@ -94,7 +98,7 @@ def predict_logits(
     for batch_indices in tqdm(batches, desc="evaluate", unit="batch", disable=not progress, leave=False):
         rows = [{c: features[c][i] for c in columns} for i in batch_indices]
         batch = {k: v.to(device) for k, v in collator(rows).items()}
-        with autocast_context(device):
+        with autocast_context(device, precision):
             out = model(**batch)
         start = out.start_logits.float().cpu().numpy()  # (B, N) text tokens only
         end = out.end_logits.float().cpu().numpy()
@@ -118,7 +122,9 @@ def predict_answers(
         examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
     )
     collator = QACollator(tokenizer)
-    starts, ends = predict_logits(model, features, collator, batch_size=batch_size, progress=progress)
+    starts, ends = predict_logits(
+        model, features, collator, batch_size=batch_size, progress=progress, precision=settings.precision
+    )
     predictions = postprocess_qa_predictions(
         examples,
         features["example_id"],

@@ -49,6 +49,7 @@ from regtune.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa
 from regtune.features import QACollator, prepare_train_features
 from regtune.hub import load_tokenizer, resolve_model_name
 from regtune.io import atomic_write_json
+from regtune.precision import resolve_precision
 from regtune.registers import CONFIG_KEY, add_registers, register_parameters
 
 logger = logging.getLogger(__name__)
@@ -140,9 +141,11 @@ def build_qa_model(config: TrainConfig) -> PreTrainedModel:
     if config.attention_dropout is not None:
         # BERT, RoBERTa, XLM-R and ELECTRA call it attention_probs_dropout_prob; DistilBERT attention_dropout.
         names = [n for n in ("attention_probs_dropout_prob", "attention_dropout") if hasattr(hf_config, n)]
-        if not names:
+        if names:
+            setattr(hf_config, names[0], config.attention_dropout)
+        elif config.attention_dropout > 0:
+            # 0 (the default preset) just means "none"; a model without the setting is fine with that.
             raise RegtuneError(f"model '{config.model}': its config has no attention dropout to set")
-        setattr(hf_config, names[0], config.attention_dropout)
     model = AutoModelForQuestionAnswering.from_pretrained(
         path, config=hf_config, attn_implementation=config.attn_implementation
     )
@@ -266,10 +269,15 @@ def train_qa(
             state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
             truncate_log(log_file, state["global_step"])
 
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cuda = torch.cuda.is_available()
+    # Trainer would pick MPS on a Mac; there 'auto' stays fp32.
+    device_type = "cuda" if cuda else "mps" if torch.backends.mps.is_available() else "cpu"
+    use_bf16 = resolve_precision(config.precision, device_type) == "bf16"
     # Accelerate sets up CPU data parallelism (gloo) only when told to use the CPU: without this, each
     # torchrun worker on a GPU-less machine trains alone as rank 0 and all of them write the results.
-    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Trainer also refuses bf16 without a GPU unless told to use the CPU.
+    cpu_ddp = not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    use_cpu = cpu_ddp or (device_type == "cpu" and use_bf16)
     args = TrainingArguments(
         output_dir=str(trainer_dir),
         per_device_train_batch_size=config.batch_size,
@@ -289,9 +297,15 @@ def train_qa(
         disable_tqdm=not progress,
         remove_unused_columns=False,  # the collator drops the non-tensor columns itself
         bf16=use_bf16,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        # Its per-step isnan/isinf test is a host sync on GPUs, and it hides a diverging loss from the log.
+        logging_nan_inf_filter=False,
+        dataloader_pin_memory=cuda,
+        # On a GPU, collate in worker processes so the step never waits for it; on a few CPU cores a
+        # worker would only take cycles from the math (collation is ~0.1 % of a CPU step).
+        dataloader_num_workers=2 if cuda else 0,
+        dataloader_persistent_workers=cuda,
         ddp_find_unused_parameters=False,
-        use_cpu=cpu_ddp,
+        use_cpu=use_cpu,
     )
     collator = QACollator(tokenizer, pad_to_max_length=config.pad_to_max_length, max_length=config.max_length)
     trainer = RegisterTrainer(
@@ -324,6 +338,7 @@ def train_qa(
         "train_steps": output.global_step,
         "train_loss": round(float(output.training_loss), 6),
         "train_seconds": round(train_seconds, 3),
+        "precision": "bf16" if use_bf16 else "fp32",  # what 'auto' resolved to on this machine
         "resumed_from_step": _checkpoint_step(checkpoint),
         "num_train_questions": len(train.examples),
         "num_train_windows": len(train_dataset),
