@@ -10,6 +10,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/profile_train_step.py --registers 8 --steps 6             # today's default
     .venv/bin/python benchmarks/profile_train_step.py --precision fp32 --attention-dropout 0.1  # issue 2's
+    .venv/bin/python benchmarks/profile_train_step.py --compile      # the same under torch.compile
 
 The last line of stdout is one JSON object: seconds per step and each bucket's share.
 """
@@ -83,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42, help="seed for batches and init (default: 42)")
     parser.add_argument("--top", type=int, default=15, help="operators to list (default: 15)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (inductor, dynamic shapes); the warm-up then includes compilation",
+    )
     current = resolve_config("default")
     parser.add_argument(
         "--precision",
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     stock = load_stock_model(args.model, args.seed)
     arm = Arm("profiled", "default", args.registers, args.precision, args.attention_dropout)
     trainee = Trainee(arm, stock, config, workload.batches, args.seed)
+    if args.compile:
+        # In place, hooks included; dynamic shapes because every batch has its own padded width.
+        trainee.model.compile(dynamic=True)
 
     # Collation cost on the same windows, unpadded back into rows (the Trainer collates in its data loader).
     collator = QACollator(tokenizer)
@@ -118,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         collator(rows)
     collate_seconds = (time.perf_counter() - began) / len(batches_of_rows)
 
+    began = time.perf_counter()
     for batch in workload.batches[: args.warmup]:
         trainee.step(batch)
+    warmup_seconds = time.perf_counter() - began
     timed = workload.batches[args.warmup :]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wall per step: {wall / len(timed):.3f} s over {len(timed)} steps, τ={args.registers}, "
         f"{trainee.precision}, attention dropout {args.attention_dropout}"
+        f"{', torch.compile' if args.compile else ''}; warm-up {warmup_seconds:.1f} s for {args.warmup} steps"
     )
     print(
         f"collation per batch: {collate_seconds * 1e3:.2f} ms "
@@ -150,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "registers": args.registers,
         "precision": trainee.precision,
         "attention_dropout": args.attention_dropout,
+        "compile": args.compile,
+        "warmup_seconds": round(warmup_seconds, 2),
         "steps": len(timed),
         "collate_seconds_per_batch": round(collate_seconds, 5),
         "threads": torch.get_num_threads(),

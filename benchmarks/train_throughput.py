@@ -435,6 +435,16 @@ def paired_ratio(times: dict[str, list[list[float]]], a: str, b: str) -> float:
     )
 
 
+def paired_total_ratio(times: dict[str, list[list[float]]], a: str, b: str) -> float:
+    """Median over rounds of arm a's round time over arm b's: the ratio of *sums* over the same batches.
+
+    An epoch's time is a sum over its batches, dominated by the large ones; the stratified batches of a
+    round represent the epoch's batch sizes, so this ratio estimates the ratio of epoch times. (The
+    median per-step ratio of :func:`paired_ratio` weighs a small batch as much as a large one.)
+    """
+    return statistics.median(sum(ra) / sum(rb) for ra, rb in zip(times[a], times[b], strict=True))
+
+
 def report(
     trainees: list[Trainee],
     times: dict[str, list[list[float]]],
@@ -512,11 +522,12 @@ def report(
     overhead_tau32 = paired_ratio(times, "regtune_tau32", "regtune_tau0") - 1
     tau0_vs_stock = paired_ratio(times, "regtune_tau0", "stock_same_batching") - 1
     tau8_limit = 8 / mean_length + TAU8_SLACK
-    # Issue #3: today's default against the issue-2 default on the same batches, step by step.
-    epoch_ratio_tau8 = paired_ratio(times, "fast_tau8", "regtune_tau8")
-    epoch_ratio_tau0 = paired_ratio(times, "fast_tau0", "regtune_tau0")
-    lever_attention_dropout = paired_ratio(times, "nodrop_fp32_tau8", "regtune_tau8")
-    lever_bf16 = paired_ratio(times, "fast_tau8", "nodrop_fp32_tau8")
+    # Issue #3: today's default against the issue-2 default on the same batches, round by round.
+    epoch_ratio_tau8 = paired_total_ratio(times, "fast_tau8", "regtune_tau8")
+    epoch_ratio_tau0 = paired_total_ratio(times, "fast_tau0", "regtune_tau0")
+    step_ratio_tau8 = paired_ratio(times, "fast_tau8", "regtune_tau8")
+    lever_attention_dropout = paired_total_ratio(times, "nodrop_fp32_tau8", "regtune_tau8")
+    lever_bf16 = paired_total_ratio(times, "fast_tau8", "nodrop_fp32_tau8")
     fast_fraction = rows["fast_tau8"]["fraction_of_peak"]
     checks = {
         "speedup_vs_seed_pipeline": speedup >= TARGET_SPEEDUP,
@@ -545,11 +556,16 @@ def report(
     )
     print(
         f"{verdict[checks['epoch_time_ratio']]} epoch_time_ratio = {epoch_ratio_tau8:.3f} at τ=8, "
-        f"{epoch_ratio_tau0:.3f} at τ=0 (today's default / issue-2 default, paired; <= {TARGET_EPOCH_RATIO})"
+        f"{epoch_ratio_tau0:.3f} at τ=0 (today's default / issue-2 default, paired rounds; "
+        f"<= {TARGET_EPOCH_RATIO})"
     )
     print(
-        f"info levers at τ=8 (paired step-time ratios): attention dropout 0 = {lever_attention_dropout:.3f}; "
-        f"then bf16 autocast = {lever_bf16:.3f}"
+        f"info step_time_ratio at τ=8 = {step_ratio_tau8:.3f} (median per-step ratio: small batches gain "
+        "less, since the optimizer and clipping do not shrink with bf16)"
+    )
+    print(
+        "info levers at τ=8 (paired round-time ratios): "
+        f"attention dropout 0 = {lever_attention_dropout:.3f}; then bf16 autocast = {lever_bf16:.3f}"
     )
 
     return {
@@ -564,6 +580,7 @@ def report(
         "fraction_of_bf16_peak_fast_tau8": round(rows["fast_tau8"]["fraction_of_bf16_peak"], 4),
         "epoch_time_ratio_tau8": round(epoch_ratio_tau8, 4),
         "epoch_time_ratio_tau0": round(epoch_ratio_tau0, 4),
+        "step_time_ratio_tau8": round(step_ratio_tau8, 4),
         "lever_attention_dropout_0": round(lever_attention_dropout, 4),
         "lever_bf16_autocast": round(lever_bf16, 4),
         "epoch_seconds": {name: round(row["epoch_seconds"], 1) for name, row in rows.items()},

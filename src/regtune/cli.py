@@ -34,8 +34,9 @@ Registers are learned tokens inserted after the embedding layer (Darcet et al. 2
 
 _TRAIN_EPILOG = """\
 Presets: 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 16, 2 epochs, max length 384,
-dynamic padding, length-grouped batches); 'seed' reproduces the original project (lr 2e-5, batch 8,
-3 epochs, every window padded to 434 tokens, max answer length 60, seed 595). Options you give
+dynamic padding, length-grouped batches, no attention dropout, bf16 autocast on bf16 GPUs and AMX
+CPUs); 'seed' reproduces the original project (lr 2e-5, batch 8, 3 epochs, every window padded to 434
+tokens, max answer length 60, the model's attention dropout, fp32, seed 595). Options you give
 override the preset. Example:
 
   regtune train --model minilm-l6 --registers 8 \\
