@@ -122,6 +122,123 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+_SWEEP_EPILOG = """\
+Grid axes take comma-separated values: --registers and --seeds always, and --model, --lr,
+--register-lr, --placement and --register-init when given several values. Every other regtune train
+option is fixed for all runs. Each run is a regtune train folder under DIR/runs/<run id>/, scored on
+every --dev file (DIR/runs/<id>/evals/<name>/); DIR/results.csv has one row per run and dev file.
+Run the same command again to resume: finished runs are skipped, interrupted ones continue from
+their last checkpoint. Example (train on en, score zero-shot on all nine TyDi languages):
+
+  regtune sweep --registers 0,8,32 --seeds 1,2,3 \\
+      --train ../shared/data/tydiqa-goldp/en/train.json \\
+      --dev ../shared/data/tydiqa-goldp/*/dev.json --output-dir runs/sweep-en
+"""
+
+# Flags of regtune train that a sweep may vary: flag -> TrainConfig field.
+_GRID_FLAGS = {
+    "--lr": "lr",
+    "--register-lr": "register_lr",
+    "--placement": "register_placement",
+    "--register-init": "register_init",
+}
+
+
+def _comma_list(type_: type) -> Any:
+    def parse(text: str) -> list[Any]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}")
+        try:
+            return [type_(item) for item in items]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: {err}") from err
+
+    return parse
+
+
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train and score a grid of runs (registers × seeds × ...), resumable",
+        description="Register ablation: one regtune train run per grid point, every run scored on every "
+        "dev file, results gathered in DIR/results.csv.",
+        epilog=_SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", type=_comma_list(str), default=["minilm-l6"], help="model(s), comma-separated")
+    p.add_argument("--registers", type=_comma_list(int), required=True, help="τ values, e.g. 0,4,8,16,32")
+    p.add_argument("--seeds", type=_comma_list(int), required=True, help="seeds, e.g. 1,2,3")
+    p.add_argument("--train", required=True, help="training file (SQuAD-1.1 JSON)")
+    p.add_argument(
+        "--dev",
+        nargs="+",
+        required=True,
+        help="dev files to score every run on (space- or comma-separated; quoted globs are expanded)",
+    )
+    p.add_argument("--output-dir", required=True, help="sweep folder")
+    p.add_argument(
+        "--preset", default="default", choices=sorted(PRESETS), help="recipe every run starts from"
+    )
+    for flag, (name, type_) in _TRAIN_OPTIONS.items():
+        if name in ("num_registers", "seed"):
+            continue
+        grid = flag in _GRID_FLAGS
+        p.add_argument(
+            flag,
+            dest=name,
+            type=_comma_list(type_) if grid else type_,
+            default=None,
+            choices=None if grid else _CHOICES.get(flag),
+            help=_help(name) + (" Comma-separated values span a grid axis." if grid else ""),
+        )
+    for name in ("pad_to_max_length", "group_by_length"):
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=_help(name),
+        )
+    p.add_argument(
+        "--select-on",
+        choices=["validation"],
+        help="hold out a fixed part of --train, choose τ on it, and report the dev result of that τ",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of training questions held out with --select-on validation (default: 0.1)",
+    )
+    p.add_argument(
+        "--launcher", choices=["local", "ray"], default="local", help="where runs execute (default: local)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="parallel worker processes, local launcher (default: 1)"
+    )
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    p.add_argument(
+        "--ray-address", help="Ray cluster to join (default: start a local Ray instance); e.g. auto"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="statistics and an HTML report of a sweep folder",
+        description="Summarise a regtune sweep folder: per cell mean, std and 95 % CI over seeds and "
+        "questions; each τ against τ=0 (paired, Holm-corrected); plots. Writes DIR/summary.json, "
+        "DIR/summary.csv and DIR/report/index.html (self-contained, viewable offline).",
+    )
+    p.add_argument("dir", help="the sweep folder (regtune sweep --output-dir)")
+    p.add_argument(
+        "--n-boot", type=int, default=2000, help="bootstrap replicates per interval (default: 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+
+
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -168,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_predict_parser(sub)
+    _add_sweep_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 
@@ -254,7 +373,90 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+def _dev_files(items: Sequence[str]) -> list[str]:
+    import glob
+
+    files: list[str] = []
+    for item in items:
+        for part in (x.strip() for x in item.split(",")):
+            if not part:
+                continue
+            if glob.has_magic(part):
+                matches = sorted(glob.glob(part))
+                if not matches:
+                    raise RegtuneError(f"--dev {part}: matches no file")
+                files.extend(matches)
+            else:
+                files.append(part)
+    return files
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from regtune.sweep import SweepConfig, run_sweep
+
+    grid: dict[str, list[Any]] = {}
+    if len(args.model) > 1:
+        grid["model"] = args.model
+    for name in _GRID_FLAGS.values():
+        values = getattr(args, name)
+        if values is not None and len(values) > 1:
+            grid[name] = values
+    grid["num_registers"] = args.registers
+    grid["seed"] = args.seeds
+    options: dict[str, Any] = {}
+    if len(args.model) == 1:
+        options["model"] = args.model[0]
+    for name, _ in _TRAIN_OPTIONS.values():
+        if name in ("num_registers", "seed") or name in grid:
+            continue
+        value = getattr(args, name)
+        if isinstance(value, list):  # a grid flag given one value: a fixed option
+            value = value[0]
+        if value is not None:
+            options[name] = value
+    for name in ("pad_to_max_length", "group_by_length"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    sweep = SweepConfig(
+        output_dir=args.output_dir,
+        train_file=args.train,
+        dev_files=_dev_files(args.dev),
+        grid=grid,
+        preset=args.preset,
+        options=options,
+        select_on=args.select_on,
+        validation_fraction=args.validation_fraction,
+    )
+    rows = run_sweep(
+        sweep,
+        launcher=args.launcher,
+        jobs=args.jobs,
+        threads=args.threads,
+        ray_address=args.ray_address,
+        progress=not args.no_progress,
+    )
+    print(f"{len(rows)} results ({len(sweep.runs())} runs): {Path(args.output_dir) / 'results.csv'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from regtune.report import analyze_sweep, write_report
+
+    root = Path(args.dir)
+    analysis = analyze_sweep(root, n_boot=args.n_boot, seed=args.seed)
+    index = write_report(root, analysis)
+    print(f"summary: {root / 'summary.json'}")
+    print(f"report: {index}")
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

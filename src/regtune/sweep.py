@@ -1,0 +1,491 @@
+"""Register ablations: a grid of ``regtune train`` runs (τ × seed × other axes), resumable, every run
+scored on every dev file, results gathered into ``DIR/results.csv``.
+
+Layout of a sweep folder::
+
+    DIR/sweep.json                         the resolved sweep (grid, fixed options, files) and versions
+    DIR/data/{train,validation}.json       only with select_on='validation': the fixed held-out split
+    DIR/runs/<run id>/                     one ``regtune train`` run folder (config, log, model, ...)
+    DIR/runs/<run id>/evals/<dev name>/    metrics.json, per_question.json, predictions.json per dev file
+    DIR/results.csv                        one row per run × dev file
+
+A run id names the grid values that vary, e.g. ``tau8-seed2`` or ``lr0.0001-tau8-seed2``. A run is
+finished when every dev file's ``metrics.json`` exists; those files are written last and atomically,
+so a sweep killed at any moment loses at most the runs in progress, and running the same command again
+continues them (from their last checkpoint) and skips the finished ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regtune.config import PRESETS, TrainConfig, environment_versions, resolve_config
+from regtune.data import QAExample, load_examples
+from regtune.errors import ConfigError, check_known_fields
+from regtune.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: Axes a grid may span (TrainConfig field -> short name in run ids). τ and seed are always present.
+GRID_AXES: dict[str, str] = {
+    "model": "model",
+    "lr": "lr",
+    "register_lr": "rlr",
+    "register_placement": "place",
+    "register_init": "init",
+    "num_registers": "tau",
+    "seed": "seed",
+}
+#: Options that only say how the runs are carried out; they may differ between invocations of one sweep.
+EXECUTION_OPTIONS = ("save_steps", "logging_steps", "eval_batch_size")
+#: Name of the held-out split's scores under select_on='validation'.
+VALIDATION = "validation"
+
+
+@dataclass
+class SweepConfig:
+    """Everything that defines a sweep's results (saved as ``DIR/sweep.json``).
+
+    Attributes:
+        output_dir: The sweep folder.
+        train_file: SQuAD-1.1 JSON training file.
+        dev_files: Files every run is scored on; each gets a unique name (the TyDi language for
+            ``<lang>/dev.json``, else the file stem).
+        grid: Axis (a key of :data:`GRID_AXES`) -> its values, in order. Must include
+            ``num_registers`` and ``seed``.
+        preset: The ``regtune train`` preset every run starts from.
+        options: Fixed ``TrainConfig`` options on top of the preset (the same for every run).
+        select_on: None, or ``'validation'``: hold out ``validation_fraction`` of the training questions
+            (a fixed split by question-id hash), train on the rest, and choose τ on the held-out part.
+        validation_fraction: Share of training questions held out under ``select_on='validation'``.
+    """
+
+    output_dir: str
+    train_file: str
+    dev_files: list[str]
+    grid: dict[str, list[Any]]
+    preset: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
+    select_on: str | None = None
+    validation_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.dev_files:
+            raise ConfigError("give at least one dev file")
+        for axis in ("num_registers", "seed"):
+            if not self.grid.get(axis):
+                raise ConfigError(f"the grid needs at least one value of {axis}")
+        for axis, values in self.grid.items():
+            if axis not in GRID_AXES:
+                raise ConfigError(f"unknown grid axis '{axis}'; choose from {', '.join(GRID_AXES)}")
+            if len(set(map(str, values))) != len(values):
+                raise ConfigError(f"grid axis '{axis}' repeats a value: {values}")
+        for name in self.options:
+            if name in self.grid:
+                raise ConfigError(f"'{name}' is both a grid axis and a fixed option")
+            if name in ("train_file", "dev_file", "output_dir", "preset"):
+                raise ConfigError(f"'{name}' is set by the sweep itself, not as an option")
+        if self.select_on not in (None, VALIDATION):
+            raise ConfigError(f"select_on must be 'validation' or unset, got {self.select_on!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{self.preset}'; choose from {sorted(PRESETS)}")
+        dev_names(self.dev_files)  # unique names, or a clear error
+        self.runs()  # every run's TrainConfig must be valid before anything trains
+
+    @property
+    def root(self) -> Path:
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepConfig:
+        check_known_fields(cls, dict(data), "sweep keys")
+        return cls(**data)
+
+    def results_dict(self) -> dict[str, Any]:
+        """The parts that decide the results: what must match when a sweep folder is reused."""
+        data = self.to_dict()
+        data["options"] = {k: v for k, v in self.options.items() if k not in EXECUTION_OPTIONS}
+        data.pop("output_dir")
+        return data
+
+    def training_file(self) -> str:
+        """What runs train on: the training file, or its part left after the held-out split."""
+        return str(self.root / "data" / "train.json") if self.select_on else self.train_file
+
+    def scored_files(self) -> dict[str, str]:
+        """Dev name -> file, for every file each run is scored on (the held-out split first)."""
+        names = dev_names(self.dev_files)
+        if self.select_on:
+            if VALIDATION in names:
+                raise ConfigError(f"a dev file may not be named '{VALIDATION}' with select_on")
+            return {VALIDATION: str(self.root / "data" / "validation.json"), **names}
+        return names
+
+    def runs(self) -> list[RunSpec]:
+        """One run per grid point, in grid order (the first axis varies slowest)."""
+        axes = list(self.grid)
+        varying = [a for a in GRID_AXES if len(self.grid.get(a, [])) > 1 or a in ("num_registers", "seed")]
+        scored = self.scored_files()
+        specs = []
+        for values in itertools.product(*(self.grid[a] for a in axes)):
+            point = dict(zip(axes, values, strict=True))
+            run_id = "-".join(_id_part(a, point[a]) for a in varying if a in point)
+            config = resolve_config(
+                self.preset,
+                **{
+                    **self.options,
+                    **point,
+                    "train_file": self.training_file(),
+                    "dev_file": next(iter(scored.values())),
+                    "output_dir": str(self.root / "runs" / run_id),
+                },
+            )
+            specs.append(RunSpec(run_id=run_id, point=point, config=config))
+        return specs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a sweep: its id, its grid values and its resolved config."""
+
+    run_id: str
+    point: dict[str, Any]
+    config: TrainConfig
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    def eval_dir(self, dev_name: str) -> Path:
+        return self.dir / "evals" / dev_name
+
+
+def _id_part(axis: str, value: Any) -> str:
+    text = Path(str(value)).name if axis == "model" else str(value)
+    safe = "".join(c if c.isalnum() or c in "._" else "_" for c in text)
+    return f"{GRID_AXES[axis]}{safe}"
+
+
+def dev_names(dev_files: Sequence[str]) -> dict[str, str]:
+    """Dev name -> file: ``xx/dev.json`` is named by its folder (a TyDi language), other files by stem.
+
+    Raises:
+        ConfigError: two files would get the same name.
+    """
+    names: dict[str, str] = {}
+    for path in dev_files:
+        p = Path(path)
+        name = p.parent.name if p.stem == "dev" and p.parent.name else p.stem
+        if name in names:
+            raise ConfigError(f"dev files {names[name]} and {path} would both be named '{name}'; rename one")
+        names[name] = path
+    return names
+
+
+# --- the held-out split (select_on='validation') ------------------------------------------------------
+
+
+def _held_out(question_id: str, fraction: float) -> bool:
+    """A fixed, order-independent split: the question id's hash decides, not the file order or a seed."""
+    digest = int.from_bytes(hashlib.sha256(question_id.encode("utf-8")).digest()[:8], "big")
+    return digest / 2**64 < fraction
+
+
+def squad_json(examples: Iterable[QAExample], version: str = "regtune-split") -> dict[str, Any]:
+    """SQuAD-1.1 JSON holding ``examples`` (one paragraph per question, every reference answer kept)."""
+    return {
+        "version": version,
+        "data": [
+            {
+                "title": ex.title,
+                "paragraphs": [
+                    {
+                        "context": ex.context,
+                        "qas": [
+                            {
+                                "id": ex.id,
+                                "question": ex.question,
+                                "answers": [{"text": a.text, "answer_start": a.start} for a in ex.answers],
+                            }
+                        ],
+                    }
+                ],
+            }
+            for ex in examples
+        ],
+    }
+
+
+def write_validation_split(sweep: SweepConfig) -> tuple[int, int]:
+    """Write ``DIR/data/train.json`` and ``DIR/data/validation.json``; returns their question counts."""
+    data = load_examples(sweep.train_file, strict=sweep.options.get("strict", False))
+    held = [ex for ex in data.examples if _held_out(ex.id, sweep.validation_fraction)]
+    kept = [ex for ex in data.examples if not _held_out(ex.id, sweep.validation_fraction)]
+    if not held or not kept:
+        raise ConfigError(
+            f"{sweep.train_file}: a {sweep.validation_fraction:.0%} held-out split of "
+            f"{len(data.examples)} questions leaves one side empty; change validation_fraction"
+        )
+    folder = sweep.root / "data"
+    # Validation first: train.json's presence marks a complete split.
+    atomic_write_json(folder / "validation.json", squad_json(held))
+    atomic_write_json(folder / "train.json", squad_json(kept))
+    return len(kept), len(held)
+
+
+# --- the sweep folder -----------------------------------------------------------------------------------
+
+
+def prepare_sweep_dir(sweep: SweepConfig) -> None:
+    """Create DIR or check that it holds this very sweep; write the held-out split if needed.
+
+    Raises:
+        ConfigError: DIR holds a sweep with another configuration (naming the keys that differ).
+    """
+    saved_file = sweep.root / "sweep.json"
+    if saved_file.exists():
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))["sweep"]
+        current = sweep.results_dict()
+        if saved != current:
+            differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise ConfigError(
+                f"{sweep.root}: holds a sweep with a different configuration ({', '.join(differ)}); "
+                "use a new --output-dir"
+            )
+    elif sweep.root.exists() and any(sweep.root.iterdir()):
+        raise ConfigError(f"{sweep.root}: exists and is not a sweep folder; use a new --output-dir")
+    else:
+        atomic_write_json(saved_file, {"sweep": sweep.results_dict(), "versions": environment_versions()})
+    if sweep.select_on and not (sweep.root / "data" / "train.json").exists():
+        kept, held = write_validation_split(sweep)
+        logger.info("held out %d of %d training questions for validation", held, kept + held)
+
+
+def run_finished(spec: RunSpec, scored: Mapping[str, str]) -> bool:
+    return all((spec.eval_dir(name) / "metrics.json").exists() for name in scored)
+
+
+def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False) -> None:
+    """Train (or resume, or skip) one run, then score it on every file in ``scored`` not yet scored."""
+    from regtune.evaluation import QASettings, evaluate_qa
+    from regtune.hub import load_tokenizer
+    from regtune.registers import load_model
+    from regtune.training import train_qa
+
+    if run_finished(spec, scored):
+        return
+    metrics = train_qa(spec.config, resume=True, progress=progress)
+    first = next(iter(scored))
+    model = tokenizer = None
+    for name, path in scored.items():
+        out = spec.eval_dir(name)
+        if (out / "metrics.json").exists():
+            continue
+        if name == first:
+            # train_qa has just scored this file: reuse its results rather than score it twice.
+            for result in ("predictions.json", "per_question.json"):
+                atomic_write_text(out / result, (spec.dir / result).read_text(encoding="utf-8"))
+            atomic_write_json(out / "metrics.json", {**metrics, "dev_name": name})
+            continue
+        if model is None:
+            model = load_model(spec.dir / "model")
+            tokenizer = load_tokenizer(str(spec.dir / "model"))
+        data = load_examples(path, strict=spec.config.strict)
+        evaluation = evaluate_qa(
+            model,
+            tokenizer,
+            data.examples,
+            QASettings.from_train_config(spec.config),
+            batch_size=spec.config.eval_batch_size,
+            progress=progress,
+        )
+        atomic_write_json(out / "predictions.json", evaluation.prediction_texts())
+        atomic_write_json(
+            out / "per_question.json",
+            {qid: {"exact_match": em, "f1": f1} for qid, (em, f1) in evaluation.per_question.items()},
+        )
+        # metrics.json last: its presence marks this dev file as scored.
+        atomic_write_json(
+            out / "metrics.json",
+            {
+                **evaluation.metrics,
+                "dev_file": path,
+                "dev_name": name,
+                "skipped_dev_questions": len(data.skipped),
+                **{k: metrics[k] for k in ("train_steps", "train_seconds", "precision") if k in metrics},
+            },
+        )
+
+
+# --- results --------------------------------------------------------------------------------------------
+
+#: results.csv columns before the grid axes.
+RESULT_COLUMNS = ("run_id", "dev", "exact_match", "f1", "num_questions")
+RESULT_TRAILER = ("train_steps", "train_seconds", "eval_seconds", "precision", "dev_file")
+
+
+def collect_results(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """One row per finished run × dev file, in grid order (unfinished runs are left out)."""
+    scored = sweep.scored_files()
+    rows = []
+    for spec in sweep.runs():
+        if not run_finished(spec, scored):
+            continue
+        for name in scored:
+            metrics = json.loads((spec.eval_dir(name) / "metrics.json").read_text(encoding="utf-8"))
+            row = {"run_id": spec.run_id, "dev": name}
+            row.update({k: metrics.get(k) for k in ("exact_match", "f1", "num_questions")})
+            row.update({axis: spec.config.to_dict()[axis] for axis in GRID_AXES})
+            row.update({k: metrics.get(k) for k in RESULT_TRAILER})
+            row["dev_file"] = scored[name]
+            rows.append(row)
+    return rows
+
+
+def write_results_csv(sweep: SweepConfig, rows: Sequence[Mapping[str, Any]]) -> Path:
+    columns = [*RESULT_COLUMNS, *GRID_AXES, *RESULT_TRAILER]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(sweep.root / "results.csv", buffer.getvalue())
+
+
+# --- launchers ------------------------------------------------------------------------------------------
+
+
+def _run_job(spec_data: dict[str, Any], scored: dict[str, str], threads: int | None) -> str:
+    """Entry point of a worker process or Ray task: plain data in, the run id out."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    spec = RunSpec(spec_data["run_id"], spec_data["point"], TrainConfig.from_dict(spec_data["config"]))
+    run_one(spec, scored)
+    return spec.run_id
+
+
+def _spec_data(spec: RunSpec) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "point": spec.point, "config": spec.config.to_dict()}
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    *,
+    launcher: str = "local",
+    jobs: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    on_run_done: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every unfinished run of ``sweep`` and write ``DIR/results.csv``; returns its rows.
+
+    Args:
+        launcher: ``'local'`` (in this process, or ``jobs`` worker processes) or ``'ray'`` (one Ray task
+            per run, on the cluster at ``ray_address``, or a new local Ray instance when it is None).
+        jobs: Parallel worker processes for the local launcher.
+        threads: torch threads per run (default: torch's own for one job; cores / jobs otherwise).
+        on_run_done: Called with each run id as it finishes (progress reporting, tests).
+    """
+    if launcher not in ("local", "ray"):
+        raise ConfigError(f"launcher must be 'local' or 'ray', got {launcher!r}")
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    prepare_sweep_dir(sweep)
+    scored = sweep.scored_files()
+    specs = sweep.runs()
+    todo = [s for s in specs if not run_finished(s, scored)]
+    if threads is None and (jobs > 1 or launcher == "ray"):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(specs), initial=len(specs) - len(todo), desc="sweep runs", unit="run", disable=not progress
+    )
+    began = time.perf_counter()
+
+    def done(run_id: str) -> None:
+        bar.update()
+        bar.set_postfix_str(f"last: {run_id}")
+        if on_run_done is not None:
+            on_run_done(run_id)
+
+    try:
+        if launcher == "ray":
+            _run_on_ray(todo, scored, threads or 1, ray_address, done)
+        elif jobs == 1:
+            for spec in todo:
+                if threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
+                run_one(spec, scored, progress=False)
+                done(spec.run_id)
+        else:
+            _run_in_processes(todo, scored, jobs, threads, done)
+    finally:
+        bar.close()
+    rows = collect_results(sweep)
+    write_results_csv(sweep, rows)
+    logger.info("sweep: %d runs finished in %.0f s", len(todo), time.perf_counter() - began)
+    return rows
+
+
+def _run_in_processes(
+    todo: Sequence[RunSpec],
+    scored: dict[str, str],
+    jobs: int,
+    threads: int | None,
+    done: Callable[[str], None],
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: torch's thread pools and tokenizers' threads do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run_job, _spec_data(spec), scored, threads) for spec in todo]
+        for future in as_completed(futures):
+            done(future.result())
+
+
+def _run_on_ray(
+    todo: Sequence[RunSpec],
+    scored: dict[str, str],
+    threads: int,
+    address: str | None,
+    done: Callable[[str], None],
+) -> None:
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("--launcher ray needs Ray: pip install 'regtune[ray]'") from err
+    if not ray.is_initialized():
+        # address=None starts a local instance; "auto" or "ray://host:10001" joins a running cluster.
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=threads)(_run_job)
+    pending = [task.remote(_spec_data(spec), scored, threads) for spec in todo]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        done(ray.get(ready[0]))
