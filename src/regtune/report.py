@@ -1,0 +1,1013 @@
+"""Statistics and an offline HTML report for a finished (or partly finished) ``regtune sweep`` folder.
+
+A sweep trains every grid point with several seeds and scores each run on several dev files. One run's
+F1 says little: seeds and the particular dev questions both move it by points. This module therefore
+
+* groups runs into *cells* (one dev file × one value of every grid axis but the seed) and summarises each
+  cell with an interval that holds both seed and question noise (:func:`regtune.stats.summarize`);
+* compares every τ > 0 with τ = 0 of the same dev file and other axes, paired by seed and question
+  (:func:`regtune.stats.compare`), and Holm-corrects the p-values across the τ's of that group, so
+  "some τ helps" is not claimed just because many τ's were tried;
+* under ``select_on='validation'``, picks τ on the held-out part of the training data and reports that
+  τ's dev results, the honest number when τ itself is a tuned hyper-parameter.
+
+Files written (both atomically, so a reader never sees half of one)::
+
+    DIR/summary.json         everything computed here (see :func:`analyze_sweep`)
+    DIR/summary.csv          one row per cell and metric
+    DIR/report/index.html    the report (:func:`write_report`), with its plots as PNG and SVG beside it
+
+The report is self-contained: no scripts, no external CSS or fonts, images by relative path, so the
+folder can be copied anywhere and opened offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import math
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from regtune import stats
+from regtune.errors import ConfigError, DataError, RegtuneError
+from regtune.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from regtune.sweep import SweepConfig
+
+# regtune.sweep (grid expansion, run ids) is imported inside the functions: it pulls in torch and
+# transformers through regtune.config, seconds that `import regtune.report` need not pay.
+
+#: Metrics summarised for every cell, in report order (per-question scores are on 0..1, summaries on 0..100).
+METRICS = ("f1", "exact_match")
+METRIC_LABELS = {"f1": "F1", "exact_match": "EM"}
+#: Coverage of every confidence interval; 1 - CONFIDENCE is the significance level in the report.
+CONFIDENCE = 0.95
+#: The grid axis compared against its zero value.
+TAU = "num_registers"
+#: Identifies the layout of summary.json, for readers that outlive this version.
+SUMMARY_FORMAT = "regtune-sweep-summary/1"
+REPORT_DIR = "report"
+#: Columns of summary.csv before and after the grid axes.
+CSV_HEAD = ("dev", "metric")
+CSV_TAIL = (
+    "n_seeds",
+    "n_questions",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "delta_vs_tau0",
+    "delta_ci_low",
+    "delta_ci_high",
+    "p_value",
+    "p_holm",
+)
+
+
+# --- reading the sweep ------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RegtuneError(f"{path}: missing {what}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RegtuneError(f"{path}: unreadable {what} ({err.__class__.__name__})") from err
+
+
+def _load_sweep(root: Path) -> tuple[SweepConfig, dict[str, Any]]:
+    """The folder's :class:`~regtune.sweep.SweepConfig` and raw ``sweep.json``.
+
+    The sweep module itself expands the grid, so run ids and "finished" mean here exactly what they mean
+    to ``regtune sweep``.
+    """
+    from regtune.sweep import SweepConfig
+
+    sweep_file = root / "sweep.json"
+    if not sweep_file.is_file():
+        raise RegtuneError(f"{root}: not a sweep folder (no sweep.json)")
+    saved = _read_json(sweep_file, "sweep file")
+    if not isinstance(saved, dict) or not isinstance(saved.get("sweep"), dict):
+        raise RegtuneError(f"{sweep_file}: not a regtune sweep file (no 'sweep' object)")
+    try:
+        sweep = SweepConfig.from_dict({**saved["sweep"], "output_dir": str(root)})
+    except TypeError as err:  # a missing required key
+        raise RegtuneError(f"{sweep_file}: incomplete sweep ({err})") from err
+    except ConfigError as err:  # unknown keys or values this version of regtune rejects
+        raise RegtuneError(f"{sweep_file}: {err}") from err
+    return sweep, saved
+
+
+def _rng(seed: int, *label: Any) -> np.random.Generator:
+    """A generator per cell or comparison, derived from ``seed`` and a stable label.
+
+    Independent of the order cells are visited in and of which other runs have finished, so adding one
+    run to a sweep changes only the numbers that involve it.
+    """
+    digest = hashlib.sha256(json.dumps([str(part) for part in label]).encode("utf-8")).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "big")])
+
+
+def _finite(value: Any) -> float | None:
+    """A plain float for JSON, or None where the statistic is undefined (e.g. the std of one seed)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _common_questions(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Question ids every run scored, in the first run's order (fixed order keeps the bootstrap stable)."""
+    common = set(runs[0])
+    for run in runs[1:]:
+        common &= set(run)
+    return [qid for qid in runs[0] if qid in common]
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    return {
+        "mean": _finite(summary.mean),
+        "std": _finite(summary.std),
+        "ci_low": _finite(summary.ci_low),
+        "ci_high": _finite(summary.ci_high),
+        "n_seeds": int(summary.n_seeds),
+        "n_questions": int(summary.n_questions),
+    }
+
+
+# --- analysis ---------------------------------------------------------------------------------------------
+
+
+def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Summarise every cell of the sweep in ``root`` and compare each τ with τ = 0; write the summaries.
+
+    Only finished runs count (every dev file scored), so the report can be made while a sweep is still
+    running. A cell is one dev file × one value of every grid axis but the seed; its runs are its seeds.
+
+    Returns the dict also written to ``DIR/summary.json``::
+
+        format      "regtune-sweep-summary/1"
+        sweep       sweep.json's "sweep" object (the resolved grid, files and fixed options)
+        versions    sweep.json's "versions"
+        settings    n_boot, seed, confidence, metrics, scale, resampling and multiple-comparison method
+        axes        the grid axes but the seed, in grid order (num_registers among them)
+        devs        scored dev names in order ("validation" first under select_on)
+        runs        [{run_id, point: {axis: value}, finished}] for every grid point
+        cells       [{dev, axes: {axis: value}, seeds, runs, n_questions,
+                      metrics: {f1|exact_match: {mean, std, ci_low, ci_high, n_seeds, n_questions}},
+                      vs_tau0: {f1|exact_match: None | {baseline_num_registers, seeds, n_seeds,
+                                n_questions, seeds_left_out, baseline_seeds_left_out,
+                                delta, ci_low, ci_high, p_value, p_holm}}}]
+        groups      [{dev, axes (the other axes), num_registers: [τ...], has_baseline, note}]
+        selection   None, or {on, metric, groups: [{axes, validation: [{num_registers, mean, ci_low,
+                    ci_high, n_seeds}], chosen_num_registers, results: [{dev, metrics, vs_tau0}]}]}
+        notes       plain-language remarks (left-out seeds, missing baselines, unfinished runs)
+
+    All scores are on 0..100; p_holm is Holm-adjusted across the τ's of one group (dev, other axes) for
+    one metric. The result depends only on the finished runs' files, ``n_boot`` and ``seed``.
+
+    Raises:
+        RegtuneError: ``root`` has no sweep.json, or no run of the sweep has finished yet.
+    """
+    from regtune.sweep import VALIDATION, run_finished
+
+    root = Path(root)
+    sweep, saved = _load_sweep(root)
+    scored = sweep.scored_files()
+    specs = sweep.runs()
+    finished = [spec for spec in specs if run_finished(spec, scored)]
+    finished_ids = {spec.run_id for spec in finished}
+    if not finished:
+        raise RegtuneError(f"{root}: no finished run yet (0 of {len(specs)}); nothing to report")
+
+    axes = [axis for axis in sweep.grid if axis != "seed"]
+    others = [axis for axis in axes if axis != TAU]
+    notes: list[str] = []
+    if len(finished) < len(specs):
+        notes.append(f"{len(finished)} of {len(specs)} runs have finished; only finished runs are analysed.")
+
+    # Per-question scores of every finished run on every dev file.
+    scores: dict[tuple[str, str], dict[str, Mapping[str, float]]] = {}
+    for spec in finished:
+        for dev in scored:
+            path = spec.eval_dir(dev) / "per_question.json"
+            data = _read_json(path, "per-question scores")
+            if not isinstance(data, dict) or not data:
+                raise RegtuneError(f"{path}: expected a non-empty object of question id -> scores")
+            scores[spec.run_id, dev] = data
+
+    # Cells, in dev order and then grid order (the order of sweep.runs()).
+    cells: list[dict[str, Any]] = []
+    cell_index: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    for dev in scored:
+        for spec in finished:
+            key = (dev, tuple(spec.point[axis] for axis in axes))
+            cell = cell_index.get(key)
+            if cell is None:
+                cell = {
+                    "dev": dev,
+                    "axes": {axis: spec.point[axis] for axis in axes},
+                    "seeds": [],
+                    "runs": [],
+                }
+                cell_index[key] = cell
+                cells.append(cell)
+            cell["seeds"].append(spec.point["seed"])
+            cell["runs"].append(spec.run_id)
+
+    for cell in cells:
+        runs = [scores[run_id, cell["dev"]] for run_id in cell["runs"]]
+        questions = _common_questions(runs)
+        if not questions:
+            raise RegtuneError(f"{root}: the runs {cell['runs']} share no question on '{cell['dev']}'")
+        if any(len(run) != len(questions) for run in runs):
+            notes.append(
+                f"{_cell_label(cell)}: the seeds scored different questions; "
+                f"only the {len(questions)} they share are used."
+            )
+        cell["n_questions"] = len(questions)
+        cell["metrics"] = {}
+        for metric in METRICS:
+            matrix = _matrix(root, cell["dev"], cell["runs"], runs, metric, questions)
+            summary = stats.summarize(
+                matrix,
+                n_boot=n_boot,
+                confidence=CONFIDENCE,
+                rng=_rng(seed, "cell", cell["dev"], *cell["axes"].items(), metric),
+            )
+            cell["metrics"][metric] = _summary_dict(summary)
+        cell["vs_tau0"] = dict.fromkeys(METRICS)
+        if len(runs) < 2:
+            notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
+
+    # Comparisons with τ = 0 inside each group of cells that differ only in τ.
+    groups: list[dict[str, Any]] = []
+    group_cells: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
+    for cell in cells:
+        key = (cell["dev"], tuple(cell["axes"][axis] for axis in others))
+        group_cells.setdefault(key, []).append(cell)
+    for (dev, _), members in group_cells.items():
+        group = {
+            "dev": dev,
+            "axes": {axis: members[0]["axes"][axis] for axis in others},
+            "num_registers": [cell["axes"][TAU] for cell in members],
+            "has_baseline": False,
+            "note": None,
+        }
+        groups.append(group)
+        baseline = next((cell for cell in members if cell["axes"][TAU] == 0), None)
+        if baseline is None:
+            group["note"] = f"{_group_label(group)}: no finished τ=0 run, so no comparison with τ=0."
+            notes.append(group["note"])
+            continue
+        group["has_baseline"] = True
+        treated = [cell for cell in members if cell is not baseline]
+        for metric in METRICS:
+            results: dict[str, dict[str, Any]] = {}
+            for cell in treated:
+                result = _compare_cells(
+                    root,
+                    cell,
+                    baseline,
+                    scores,
+                    metric,
+                    n_boot=n_boot,
+                    rng=_rng(seed, "cmp", dev, metric, *cell["axes"].items()),
+                )
+                if result is None:
+                    if metric == METRICS[0]:
+                        notes.append(
+                            f"{_cell_label(cell)}: shares no seed or question with τ=0; not compared."
+                        )
+                    continue
+                results[str(cell["axes"][TAU])] = result
+                cell["vs_tau0"][metric] = result
+            if results:
+                adjusted = stats.holm({tau: result["p_value"] for tau, result in results.items()})
+                for tau, result in results.items():
+                    result["p_holm"] = _finite(adjusted[tau])
+        for cell in treated:
+            comparison = cell["vs_tau0"][METRICS[0]]
+            if comparison and comparison["n_seeds"] < 2:
+                notes.append(
+                    f"{_cell_label(cell)}: only one seed shared with τ=0, so Δ has no CI or p-value."
+                )
+            if comparison and (comparison["seeds_left_out"] or comparison["baseline_seeds_left_out"]):
+                notes.append(
+                    f"{_cell_label(cell)}: compared with τ=0 on the seeds both have "
+                    f"({_join(comparison['seeds'])}); left out: τ={cell['axes'][TAU]} "
+                    f"{_join(comparison['seeds_left_out']) or 'none'}, "
+                    f"τ=0 {_join(comparison['baseline_seeds_left_out']) or 'none'}."
+                )
+
+    selection = None
+    if sweep.select_on == VALIDATION:
+        selection = _select_on_validation(cells, others, [d for d in scored if d != VALIDATION], notes)
+
+    analysis: dict[str, Any] = {
+        "format": SUMMARY_FORMAT,
+        "sweep": saved["sweep"],
+        "versions": saved.get("versions", {}),
+        "settings": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+            "metrics": list(METRICS),
+            "scale": "0-100",
+            "resampling": "questions: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
+            "scaled by the standard error of the per-seed scores (regtune.stats)",
+            "comparison": "paired by seed and question; τ vs τ=0 of the same dev file and other axes",
+            "multiple_comparisons": "Holm across the τ's of one dev file, other-axes group and metric",
+        },
+        "axes": axes,
+        "devs": list(scored),
+        "runs": [
+            {"run_id": spec.run_id, "point": dict(spec.point), "finished": spec.run_id in finished_ids}
+            for spec in specs
+        ],
+        "cells": cells,
+        "groups": groups,
+        "selection": selection,
+        "notes": notes,
+    }
+    atomic_write_json(root / "summary.json", analysis)
+    atomic_write_text(root / "summary.csv", summary_csv(analysis))
+    return analysis
+
+
+def _matrix(
+    root: Path,
+    dev: str,
+    run_ids: Sequence[str],
+    runs: Sequence[Mapping[str, Any]],
+    metric: str,
+    questions: Sequence[str],
+) -> np.ndarray:
+    """The (seeds, questions) score matrix; a bad score becomes an error naming the sweep and runs."""
+    try:
+        matrix, _ = stats.score_matrix(runs, metric, question_ids=questions)
+    except DataError as err:
+        raise DataError(f"{root}: {dev} scores of runs {', '.join(run_ids)} (in that order): {err}") from err
+    return matrix
+
+
+def _compare_cells(
+    root: Path,
+    cell: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    scores: Mapping[tuple[str, str], Mapping[str, Any]],
+    metric: str,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> dict[str, Any] | None:
+    """``cell`` minus ``baseline`` on the seeds and questions both have; None when no seed is shared.
+
+    Pairing by seed removes what a seed does to both runs alike (data order, head init); pairing by
+    question removes question difficulty. Both need the same seeds and questions on both sides.
+    """
+    dev = cell["dev"]
+    by_seed = dict(zip(cell["seeds"], cell["runs"], strict=True))
+    base_by_seed = dict(zip(baseline["seeds"], baseline["runs"], strict=True))
+    seeds = [s for s in cell["seeds"] if s in base_by_seed]
+    if not seeds:
+        return None
+    treated = [scores[by_seed[s], dev] for s in seeds]
+    base = [scores[base_by_seed[s], dev] for s in seeds]
+    questions = _common_questions([*treated, *base])
+    if not questions:
+        return None
+    treated_matrix = _matrix(root, dev, [by_seed[s] for s in seeds], treated, metric, questions)
+    base_matrix = _matrix(root, dev, [base_by_seed[s] for s in seeds], base, metric, questions)
+    result = stats.compare(treated_matrix, base_matrix, n_boot=n_boot, confidence=CONFIDENCE, rng=rng)
+    return {
+        "baseline_num_registers": 0,
+        "seeds": seeds,
+        "n_seeds": int(result.n_seeds),
+        "n_questions": int(result.n_questions),
+        "seeds_left_out": [s for s in cell["seeds"] if s not in base_by_seed],
+        "baseline_seeds_left_out": [s for s in baseline["seeds"] if s not in by_seed],
+        "delta": _finite(result.delta),
+        "ci_low": _finite(result.ci_low),
+        "ci_high": _finite(result.ci_high),
+        "p_value": _finite(result.p_value),
+        "p_holm": None,
+    }
+
+
+def _select_on_validation(
+    cells: Sequence[dict[str, Any]], others: Sequence[str], devs: Sequence[str], notes: list[str]
+) -> dict[str, Any]:
+    """Per combination of the other axes: the τ with the best mean validation F1, and its dev results.
+
+    τ is then chosen without looking at any dev file, so the chosen τ's dev score is an unbiased estimate
+    of "tune τ, then deploy" (the best dev score over τ's would be optimistic).
+    """
+    from regtune.sweep import VALIDATION
+
+    by_key = {(c["dev"], tuple(c["axes"].items())): c for c in cells}
+    groups = []
+    seen: set[tuple[Any, ...]] = set()
+    for cell in cells:
+        if cell["dev"] != VALIDATION:
+            continue
+        other_values = tuple(cell["axes"][axis] for axis in others)
+        if other_values in seen:
+            continue
+        seen.add(other_values)
+        candidates = [
+            c
+            for c in cells
+            if c["dev"] == VALIDATION and tuple(c["axes"][axis] for axis in others) == other_values
+        ]
+        # Ties go to the first τ in grid order (the fewest registers when the grid is ascending).
+        chosen = max(candidates, key=lambda c: c["metrics"]["f1"]["mean"])
+        if len({c["metrics"]["f1"]["n_seeds"] for c in candidates}) > 1:
+            where = _axes_text(dict(zip(others, other_values, strict=True)))
+            notes.append(
+                f"select_on validation ({where}): the τ's have different numbers of finished seeds, "
+                "so their validation means are less comparable."
+            )
+        results = []
+        for dev in devs:
+            target = by_key.get((dev, tuple(chosen["axes"].items())))
+            if target is None:
+                continue
+            results.append({"dev": dev, "metrics": target["metrics"], "vs_tau0": target["vs_tau0"]})
+        groups.append(
+            {
+                "axes": dict(zip(others, other_values, strict=True)),
+                "validation": [
+                    {
+                        "num_registers": c["axes"][TAU],
+                        "mean": c["metrics"]["f1"]["mean"],
+                        "ci_low": c["metrics"]["f1"]["ci_low"],
+                        "ci_high": c["metrics"]["f1"]["ci_high"],
+                        "n_seeds": c["metrics"]["f1"]["n_seeds"],
+                    }
+                    for c in candidates
+                ],
+                "chosen_num_registers": chosen["axes"][TAU],
+                "results": results,
+            }
+        )
+    return {"on": VALIDATION, "metric": "f1", "groups": groups}
+
+
+def summary_csv(analysis: Mapping[str, Any]) -> str:
+    """``summary.csv``: one row per cell and metric, the τ=0 comparison on the same row (empty for τ=0)."""
+    axes = list(analysis["axes"])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*CSV_HEAD, *axes, *CSV_TAIL], lineterminator="\n")
+    writer.writeheader()
+    for cell in analysis["cells"]:
+        for metric in METRICS:
+            summary = cell["metrics"][metric]
+            comparison = cell["vs_tau0"][metric] or {}
+            writer.writerow(
+                {
+                    "dev": cell["dev"],
+                    "metric": metric,
+                    **{axis: cell["axes"][axis] for axis in axes},
+                    **{k: summary[k] for k in ("n_seeds", "n_questions", "mean", "std", "ci_low", "ci_high")},
+                    "delta_vs_tau0": comparison.get("delta"),
+                    "delta_ci_low": comparison.get("ci_low"),
+                    "delta_ci_high": comparison.get("ci_high"),
+                    "p_value": comparison.get("p_value"),
+                    "p_holm": comparison.get("p_holm"),
+                }
+            )
+    return buffer.getvalue()
+
+
+# --- labels -----------------------------------------------------------------------------------------------
+
+
+def _join(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _axes_text(axes: Mapping[str, Any]) -> str:
+    return ", ".join(f"{axis}={value}" for axis, value in axes.items()) or "all runs"
+
+
+def _cell_label(cell: Mapping[str, Any]) -> str:
+    return f"{cell['dev']}, {_axes_text(cell['axes'])}"
+
+
+def _group_label(group: Mapping[str, Any]) -> str:
+    others = _axes_text(group["axes"]) if group["axes"] else ""
+    return f"{group['dev']}" + (f", {others}" if others else "")
+
+
+def _other_axes(analysis: Mapping[str, Any]) -> list[str]:
+    return [axis for axis in analysis["axes"] if axis != TAU]
+
+
+def _taus(analysis: Mapping[str, Any]) -> list[Any]:
+    return list(analysis["sweep"]["grid"][TAU])
+
+
+# --- plots ------------------------------------------------------------------------------------------------
+
+
+def _plot_text(text: str) -> str:
+    """Matplotlib reads ``$...$`` as maths; a dev or model name must show as written."""
+    return text.replace("$", r"\$")
+
+
+def _save(figure: Any, folder: Path, stem: str) -> list[str]:
+    """Save ``figure`` as PNG (Agg) and SVG in ``folder``; returns the file names."""
+    import matplotlib
+
+    names = [f"{stem}.png", f"{stem}.svg"]
+    # Fixed SVG ids and no dates: the same analysis gives the same files.
+    with matplotlib.rc_context({"svg.hashsalt": "regtune", "svg.fonttype": "path"}):
+        figure.savefig(folder / names[0], dpi=110, metadata={"Software": None})
+        figure.savefig(folder / names[1], metadata={"Date": None, "Creator": None})
+    return names
+
+
+def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
+    """F1 and EM against τ with 95 % CI error bars, one line per dev file × other-axes combination.
+
+    τ values sit at even spacing (they are usually 0, 4, 8, 32: a linear axis would crowd the small
+    ones); lines are nudged sideways so their error bars do not hide each other.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    taus = _taus(analysis)
+    others = _other_axes(analysis)
+    lines: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
+    for cell in analysis["cells"]:
+        lines.setdefault((cell["dev"], tuple(cell["axes"][a] for a in others)), []).append(cell)
+    figure = Figure(figsize=(11.5, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(METRICS))
+    colours = _colours(len(lines), "tab10" if len(lines) <= 10 else "viridis")
+    width = min(0.3, 0.06 * max(len(lines) - 1, 0))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for i, ((dev, values), members) in enumerate(lines.items()):
+            shift = (i / (len(lines) - 1) - 0.5) * width if len(lines) > 1 else 0.0
+            xs, ys, low, high = [], [], [], []
+            for cell in sorted(members, key=lambda c: taus.index(c["axes"][TAU])):
+                summary = cell["metrics"][metric]
+                if summary["mean"] is None:
+                    continue
+                mean = summary["mean"]
+                xs.append(taus.index(cell["axes"][TAU]) + shift)
+                ys.append(mean)
+                low.append(mean - summary["ci_low"] if summary["ci_low"] is not None else 0.0)
+                high.append(summary["ci_high"] - mean if summary["ci_high"] is not None else 0.0)
+            label = dev + (f" ({_axes_text(dict(zip(others, values, strict=True)))})" if others else "")
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[low, high],
+                marker="o",
+                markersize=4,
+                capsize=3,
+                linewidth=1.3,
+                color=colours[i],
+                label=_plot_text(label),
+            )
+        ax.set_xticks(range(len(taus)), [str(t) for t in taus])
+        ax.set_xlabel("τ (number of registers)")
+        ax.set_ylabel(f"{METRIC_LABELS[metric]} (0–100)")
+        ax.set_title(f"{METRIC_LABELS[metric]} against τ, mean over seeds with 95 % CI")
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize="small", title="dev file")
+    return _save(figure, folder, "scores_vs_tau")
+
+
+def _colours(n: int, name: str) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps[name]
+    if name == "tab10":
+        return [cmap(i) for i in range(n)]
+    return [cmap(x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+
+
+def read_loss_curve(path: Path) -> tuple[list[int], list[float]]:
+    """Steps and training losses from a run's ``train_log.jsonl``.
+
+    A run killed mid-write can leave a torn last line; such lines (and the final summary record, which
+    has ``train_loss`` rather than ``loss``) are skipped rather than failing the whole report.
+    """
+    steps: list[int] = []
+    losses: list[float] = []
+    if not path.is_file():
+        return steps, losses
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            step, loss = int(record["step"]), float(record["loss"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if math.isfinite(loss):
+            steps.append(step)
+            losses.append(loss)
+    return steps, losses
+
+
+def plot_losses(root: Path, analysis: Mapping[str, Any], folder: Path) -> list[str]:
+    """Training loss of every run that has logged one, coloured by τ (unfinished runs dashed).
+
+    Returns no file names when no run has logged a loss yet.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    taus = _taus(analysis)
+    colours = dict(zip(taus, _colours(len(taus), "viridis"), strict=True))
+    curves = []
+    for run in analysis["runs"]:
+        steps, losses = read_loss_curve(Path(root) / "runs" / run["run_id"] / "train_log.jsonl")
+        if steps:
+            curves.append((run, steps, losses))
+    if not curves:
+        return []
+    figure = Figure(figsize=(9.5, 4.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for run, steps, losses in curves:
+        ax.plot(
+            steps,
+            losses,
+            color=colours[run["point"][TAU]],
+            linewidth=1.0,
+            alpha=0.8,
+            linestyle="-" if run["finished"] else "--",
+        )
+    handles = [Line2D([], [], color=colours[t], linewidth=2, label=f"τ={t}") for t in taus]
+    if not all(run["finished"] for run, _, _ in curves):
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="unfinished run"))
+    ax.legend(handles=handles, fontsize="small", loc="upper right")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"Training loss of {len(curves)} runs, coloured by τ")
+    ax.grid(True, alpha=0.3)
+    return _save(figure, folder, "training_loss")
+
+
+# --- HTML -------------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
+       max-width: 1250px; padding: 1.2em 1.6em 3em; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+h3 { margin-bottom: .3em; }
+table { border-collapse: collapse; margin: .5em 0 1.2em; font-size: .9em; }
+th, td { border: 1px solid #d0d0d0; padding: .25em .55em; text-align: left; vertical-align: top; }
+th { background: #f0f2f5; } tbody tr:nth-child(even) { background: #fafbfc; }
+.scroll { overflow-x: auto; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.sig { font-weight: bold; color: #0b6e2e; } .neg { color: #a01b1b; }
+.aid { background: #f3f7fc; border-left: 4px solid #3b78c3; padding: .6em 1em; max-width: 62em; }
+.note { color: #6b4e00; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: .85em; color: #555; } code, pre { font-size: .88em; }
+pre { background: #f6f8fa; padding: .7em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+.chosen { background: #e5f4e8 !important; font-weight: bold; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _ci(low: float | None, high: float | None, signed: bool = False) -> str:
+    if low is None or high is None:
+        return "–"
+    return f"[{_num(low, signed=signed)}, {_num(high, signed=signed)}]"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+#: A table cell: (css class, already escaped html) or (css class, html, rowspan).
+Cell = tuple[str, str] | tuple[str, str, int]
+
+
+def _td(cell: Cell) -> str:
+    cls, text = cell[0], cell[1]
+    attrs = f' class="{cls}"' if cls else ""
+    if len(cell) > 2 and cell[2] > 1:
+        attrs += f' rowspan="{cell[2]}"'
+    return f"<td{attrs}>{text}</td>"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
+    """An HTML table in a horizontally scrolling box (a wide table never pushes the page sideways)."""
+    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head)]
+    out.append("</tr></thead><tbody>")
+    out.extend("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _significant(comparison: Mapping[str, Any] | None) -> bool:
+    return bool(comparison and comparison["p_holm"] is not None and comparison["p_holm"] < 1 - CONFIDENCE)
+
+
+#: Columns of one metric's row in the result tables.
+_METRIC_COLUMNS = ("metric", "mean", "std", "95% CI", "Δ vs τ=0", "Δ 95% CI", "p", "p (Holm)")
+
+
+def _metric_rows(lead: Sequence[Cell], cell: Mapping[str, Any]) -> list[list[Cell]]:
+    """One row per metric: ``lead`` cells (spanning all metric rows), summary, then Δ vs τ=0."""
+    rows: list[list[Cell]] = []
+    for i, metric in enumerate(METRICS):
+        summary = cell["metrics"][metric]
+        comparison = cell["vs_tau0"][metric]
+        if comparison is None:
+            delta_cells: list[Cell] = [("num", "–")] * 4
+        else:
+            cls = "num sig" if _significant(comparison) else "num"
+            if comparison["delta"] is not None and comparison["delta"] < 0 and _significant(comparison):
+                cls += " neg"
+            delta_cells = [
+                (cls, _e(_num(comparison["delta"], signed=True))),
+                ("num", _e(_ci(comparison["ci_low"], comparison["ci_high"], signed=True))),
+                ("num", _e(_p(comparison["p_value"]))),
+                (cls, _e(_p(comparison["p_holm"]))),
+            ]
+        row: list[Cell] = [(c[0], c[1], len(METRICS)) for c in lead] if i == 0 else []
+        row += [
+            ("", _e(METRIC_LABELS[metric])),
+            ("num", _e(_num(summary["mean"]))),
+            ("num", _e(_num(summary["std"]))),
+            ("num", _e(_ci(summary["ci_low"], summary["ci_high"]))),
+            *delta_cells,
+        ]
+        rows.append(row)
+    return rows
+
+
+def _dev_table(analysis: Mapping[str, Any], dev: str) -> str:
+    others = _other_axes(analysis)
+    rows = []
+    for cell in analysis["cells"]:
+        if cell["dev"] != dev:
+            continue
+        lead: list[Cell] = [("", _e(cell["axes"][axis])) for axis in others]
+        lead += [
+            ("num", _e(cell["axes"][TAU])),
+            ("num", _e(_join(cell["seeds"]))),
+            ("num", _e(cell["n_questions"])),
+        ]
+        rows += _metric_rows(lead, cell)
+    return _table([*others, "τ", "seeds", "questions", *_METRIC_COLUMNS], rows)
+
+
+def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
+    """Dev files × τ: mean and Δ vs τ=0 at a glance (bold: Holm-significant)."""
+    taus = _taus(analysis)
+    others = _other_axes(analysis)
+    by_key = {(c["dev"], tuple(c["axes"][a] for a in others), c["axes"][TAU]): c for c in analysis["cells"]}
+    combos = list(dict.fromkeys(k[:2] for k in by_key))
+    rows = []
+    for dev, values in combos:
+        row = [("", _e(dev))] + [("", _e(v)) for v in values]
+        for tau in taus:
+            cell = by_key.get((dev, values, tau))
+            if cell is None:
+                row.append(("num", "–"))
+                continue
+            text = _e(_num(cell["metrics"][metric]["mean"]))
+            comparison = cell["vs_tau0"][metric]
+            if comparison is not None:
+                mark = "*" if _significant(comparison) else ""
+                span = "sig" if mark else ""
+                text += f' <span class="{span}">({_e(_num(comparison["delta"], signed=True))}{mark})</span>'
+            row.append(("num", text))
+        rows.append(row)
+    return _table(["dev", *others, *(f"τ={t}" for t in taus)], rows)
+
+
+def _selection_html(analysis: Mapping[str, Any]) -> str:
+    selection = analysis.get("selection")
+    if not selection:
+        return (
+            "<p>No selection: the sweep was run without <code>--select-on</code>, so every τ is reported "
+            "and none is chosen. Picking the best τ by its dev score would overstate that score.</p>"
+        )
+    parts = [
+        "<p>τ was chosen per combination of the other axes by the best mean F1 on the held-out part of "
+        "the training file (<code>validation</code>); no dev file was looked at. The chosen τ's dev results "
+        "below are therefore fair estimates of <em>tune τ, then use it</em>. As τ was fixed before the dev "
+        "files were looked at, each dev file holds one comparison with τ=0, so the plain p applies; "
+        "p (Holm) is the one from the table of all τ's further down.</p>"
+    ]
+    for group in selection["groups"]:
+        if group["axes"]:
+            parts.append(f"<h3>{_e(_axes_text(group['axes']))}</h3>")
+        rows = []
+        for entry in group["validation"]:
+            cls = "num chosen" if entry["num_registers"] == group["chosen_num_registers"] else "num"
+            rows.append(
+                [
+                    (cls, _e(entry["num_registers"])),
+                    (cls, _e(entry["n_seeds"])),
+                    (cls, _e(_num(entry["mean"]))),
+                    (cls, _e(_ci(entry["ci_low"], entry["ci_high"]))),
+                ]
+            )
+        parts.append(f"<p>Chosen: <strong>τ = {_e(group['chosen_num_registers'])}</strong></p>")
+        parts.append(_table(["τ", "seeds", "validation F1", "95% CI"], rows))
+        result_rows = []
+        for result in group["results"]:
+            result_rows += _metric_rows([("", _e(result["dev"]))], result)
+        parts.append(_table(["dev", *_METRIC_COLUMNS], result_rows))
+    return "\n".join(parts)
+
+
+def command_line(sweep: Mapping[str, Any]) -> str:
+    """The ``regtune sweep`` command that reproduces ``sweep`` (sweep.json's ``sweep`` object).
+
+    Execution-only flags (--jobs, --launcher, --save-steps, ...) do not change results and are not
+    recorded in sweep.json, so they are not shown.
+    """
+    from regtune.cli import _GRID_FLAGS, _TRAIN_OPTIONS
+
+    flags = {name: flag for flag, (name, _) in _TRAIN_OPTIONS.items()}
+    grid = sweep.get("grid", {})
+    words = ["regtune", "sweep"]
+    if "model" in grid:
+        words += ["--model", ",".join(map(str, grid["model"]))]
+    elif "model" in sweep.get("options", {}):
+        words += ["--model", str(sweep["options"]["model"])]
+    words += ["--registers", ",".join(map(str, grid.get(TAU, [])))]
+    words += ["--seeds", ",".join(map(str, grid.get("seed", [])))]
+    words += ["--train", str(sweep.get("train_file", "")), "--dev", *map(str, sweep.get("dev_files", []))]
+    words += ["--output-dir", "DIR"]
+    if sweep.get("preset", "default") != "default":
+        words += ["--preset", str(sweep["preset"])]
+    for flag, name in _GRID_FLAGS.items():
+        if name in grid:
+            words += [flag, ",".join(map(str, grid[name]))]
+    for name, value in sweep.get("options", {}).items():
+        if name == "model":
+            continue
+        if isinstance(value, bool):
+            words.append(("--" if value else "--no-") + name.replace("_", "-"))
+        elif name in flags:
+            words += [flags[name], str(value)]
+        else:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    if sweep.get("select_on"):
+        words += ["--select-on", str(sweep["select_on"])]
+        words += ["--validation-fraction", str(sweep.get("validation_fraction"))]
+    return shlex.join(words)
+
+
+def _key_value_table(data: Mapping[str, Any]) -> str:
+    rows = []
+    for key, value in data.items():
+        text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+        rows.append([("", f"<code>{_e(key)}</code>"), ("", _e(text))])
+    return _table(["key", "value"], rows)
+
+
+def _figure(names: Sequence[str], alt: str, caption: str) -> str:
+    png, svg = names
+    return (
+        f'<figure><img src="{_e(png)}" alt="{_e(alt)}">'
+        f'<figcaption>{_e(caption)} (<a href="{_e(svg)}">SVG</a>)</figcaption></figure>'
+    )
+
+
+def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plot: Sequence[str]) -> str:
+    """The report page; every value taken from the sweep is escaped (names and paths are user input)."""
+    from regtune.sweep import VALIDATION
+
+    sweep = analysis["sweep"]
+    settings = analysis["settings"]
+    runs = analysis["runs"]
+    n_finished = sum(run["finished"] for run in runs)
+    devs = analysis["devs"]
+    real_devs = [d for d in devs if d != VALIDATION]
+    level = round(100 * settings["confidence"])
+    alpha = 1 - settings["confidence"]
+    title = f"regtune sweep report: τ ∈ {{{_join(_taus(analysis))}}}"
+    p = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>{n_finished} of {len(runs)} runs finished · seeds {_e(_join(sweep['grid'].get('seed', [])))} · "
+        f"dev files: {_e(_join(devs))} · scores on 0–100. Data: "
+        '<a href="../summary.json">summary.json</a>, <a href="../summary.csv">summary.csv</a>, '
+        '<a href="../results.csv">results.csv</a>.</p>',
+        '<div class="aid"><strong>How to read this report.</strong><ul>',
+        f"<li>Each number is a mean over the finished seeds of a cell (one dev file, one τ, one value of "
+        f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev questions "
+        f"(resampled with replacement, {_e(settings['n_boot'])} times) and the seeds (how far another "
+        "training run could land, from the spread of the per-seed scores with Student-t tails, since 3–5 "
+        "seeds are too few to resample). It says where the mean could be with other seeds and other "
+        "questions of the same kind; it is not the range of single runs. One seed gives no CI (–).</li>",
+        "<li><em>Δ vs τ=0</em> is the paired difference with the τ=0 runs of the same dev file and other "
+        "axes: seed matched with seed, question with question, using only the seeds both sides have. Its "
+        "CI and p-value (two-sided, for “no difference”) come from the same seed and question noise.</li>",
+        f"<li><em>p (Holm)</em> is the p-value corrected with Holm's method across all τ's compared with "
+        f"τ=0 in that group (per dev file and metric), because trying many τ's makes a chance win likely. "
+        f"Bold green marks p (Holm) &lt; {alpha:.2f}. A non-significant Δ means the sweep cannot tell; "
+        "it is not proof of no effect.</li>",
+        "<li><em>std</em> is the seed-to-seed standard deviation of a cell's score. With few seeds it "
+        "dominates the CIs; more seeds narrow them most.</li>",
+        "</ul></div>",
+    ]
+    if analysis["notes"]:
+        p.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{_e(n)}</li>' for n in analysis["notes"]))
+        p[-1] += "</ul>"
+    p.append("<h2>Scores against τ</h2>")
+    p.append(
+        _figure(
+            score_plot,
+            "F1 and exact match against the number of registers, one line per dev file, with 95% CIs",
+            f"Mean over seeds; error bars are {level}% bootstrap CIs over seeds and questions.",
+        )
+    )
+    p.append(f"<h2>Selection ({_e(sweep.get('select_on') or 'none')})</h2>")
+    p.append(_selection_html(analysis))
+    if len(real_devs) > 1:
+        p.append("<h2>Overview: F1 per dev file and τ</h2>")
+        p.append(
+            "<p>Mean F1; in brackets Δ vs τ=0, with * where Holm-significant. Details per dev file below.</p>"
+        )
+        p.append(_overview_table(analysis, "f1"))
+    p.append("<h2>Results per dev file</h2>")
+    for dev in devs:
+        label = f"{dev} (held-out part of the training file)" if dev == VALIDATION else dev
+        p.append(f"<h3>{_e(label)}</h3>")
+        group_notes = [g["note"] for g in analysis["groups"] if g["dev"] == dev and g["note"]]
+        p.extend(f'<p class="note">{_e(n)}</p>' for n in group_notes)
+        p.append(_dev_table(analysis, dev))
+    p.append("<h2>Training loss</h2>")
+    if loss_plot:
+        p.append(
+            _figure(
+                loss_plot,
+                "Training loss against step for every run, coloured by the number of registers",
+                "Every run's logged training loss (train_log.jsonl); dashed: unfinished runs.",
+            )
+        )
+    else:
+        p.append("<p>No run has logged a training loss yet.</p>")
+    p.append("<h2>Configuration</h2>")
+    p.append("<p>Command line that reproduces this sweep (run it with your <code>--output-dir</code>):</p>")
+    p.append(f"<pre>{_e(command_line(sweep))}</pre>")
+    p.append("<h3>Sweep (sweep.json)</h3>")
+    p.append(_key_value_table(sweep))
+    p.append("<h3>Versions</h3>")
+    p.append(_key_value_table(analysis.get("versions", {})))
+    p.append("<h3>Analysis</h3>")
+    p.append(_key_value_table(settings))
+    p.append("<h3>Runs</h3>")
+    run_rows = [
+        [("", f"<code>{_e(run['run_id'])}</code>"), ("", "finished" if run["finished"] else "not finished")]
+        for run in runs
+    ]
+    p.append(_table(["run", "state"], run_rows))
+    p.append("</body></html>")
+    return "\n".join(p) + "\n"
+
+
+def write_report(root: Path, analysis: dict[str, Any] | None = None) -> Path:
+    """Write ``DIR/report/index.html`` (plots as PNG and SVG beside it); returns its path.
+
+    ``analysis`` is :func:`analyze_sweep`'s result or a loaded ``summary.json``; None runs the analysis
+    (and so also writes summary.json/csv). The plots are written before the page, so the page never
+    points at a missing image, and the page itself is replaced atomically.
+    """
+    root = Path(root)
+    if analysis is None:
+        analysis = analyze_sweep(root)
+    folder = root / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    score_plot = plot_scores(analysis, folder)
+    loss_plot = plot_losses(root, analysis, folder)
+    return atomic_write_text(folder / "index.html", render_html(analysis, score_plot, loss_plot))
