@@ -439,3 +439,11 @@ def test_ray_launcher_gives_the_local_results(local_pair: SweepConfig, tmp_path:
     assert sorted(done) == sorted(s.run_id for s in sweep.runs())
     assert _results(sweep) == _results(local_pair)
     assert _train_losses(sweep) == _train_losses(local_pair)
+
+
+def test_cli_dev_files_expand_globs_once_in_order(tmp_path: Path, tiny_squad: SquadPair) -> None:
+    files = _two_dev_files(tmp_path, tiny_squad)  # data/en/dev.json, data/sw/dev.json
+    pattern = str(tmp_path / "data" / "*" / "dev.json")
+    # sw first, then a glob that matches it again: scored once, in its first place.
+    assert cli._dev_files([files[1], pattern]) == [files[1], files[0]]
+    assert cli._dev_files([f"{files[0]},{files[1]}"]) == files

@@ -388,7 +388,12 @@ def _dev_files(items: Sequence[str]) -> list[str]:
                 files.extend(matches)
             else:
                 files.append(part)
-    return files
+    # A file named first and matched again by a glob (en/dev.json, then */dev.json) is scored once, in
+    # its first place: the first dev file is the one each run's own metrics.json reports.
+    unique: dict[str, str] = {}
+    for path in files:
+        unique.setdefault(os.path.realpath(path), path)
+    return list(unique.values())
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
