@@ -72,7 +72,7 @@ from regtune.data import QAExample, load_examples
 from regtune.errors import RegtuneError
 from regtune.features import QACollator, prepare_train_features
 from regtune.hub import DEFAULT_MODEL, load_tokenizer, resolve_model_name
-from regtune.precision import autocast_context, resolve_precision
+from regtune.precision import autocast_context, resolve_attn_implementation, resolve_precision
 from regtune.registers import CONFIG_KEY, add_registers
 from regtune.training import optimizer_param_groups
 
@@ -111,6 +111,7 @@ class Arm:
         num_registers: Registers to add with :func:`add_registers`; None keeps the stock HF model, no hooks.
         precision: 'fp32', 'bf16' or 'auto' (see :mod:`regtune.precision`); autocast covers the forward.
         attention_dropout: Attention-probability dropout; None keeps the model's own (0.1 for MiniLM).
+        attn_implementation: 'sdpa', 'eager' or 'auto' (resolved as regtune train does on this CPU).
     """
 
     name: str
@@ -118,6 +119,7 @@ class Arm:
     num_registers: int | None
     precision: str = "fp32"
     attention_dropout: float | None = None
+    attn_implementation: str = "sdpa"
 
 
 #: Today's default preset; the ``fast_*`` arms train with its precision and attention dropout.
@@ -130,11 +132,12 @@ ARMS = (
     Arm("regtune_tau8", "default", 8),
     Arm("regtune_tau32", "default", 32),
     Arm("stock_same_batching", "default", None),
-    # Issue #3's levers on the same batches, one at a time: attention dropout 0, then bf16 autocast too
-    # (which is today's default preset on a CPU with AMX).
+    # Issue #3's levers on the same batches, one at a time: attention dropout 0, then bf16 autocast, then
+    # eager attention for bf16 on CPU; all three together are today's default preset on a CPU with AMX.
     Arm("nodrop_fp32_tau8", "default", 8, "fp32", CURRENT.attention_dropout),
-    Arm("fast_tau0", "default", 0, CURRENT.precision, CURRENT.attention_dropout),
-    Arm("fast_tau8", "default", 8, CURRENT.precision, CURRENT.attention_dropout),
+    Arm("nodrop_bf16_sdpa_tau8", "default", 8, CURRENT.precision, CURRENT.attention_dropout),
+    Arm("fast_tau0", "default", 0, CURRENT.precision, CURRENT.attention_dropout, CURRENT.attn_implementation),
+    Arm("fast_tau8", "default", 8, CURRENT.precision, CURRENT.attention_dropout, CURRENT.attn_implementation),
 )
 
 
@@ -343,6 +346,9 @@ class Trainee:
         self.precision = resolve_precision(arm.precision, "cpu")
         if arm.attention_dropout is not None:
             set_attention_dropout(self.model, arm.attention_dropout)
+        self.attn = resolve_attn_implementation(arm.attn_implementation, "cpu", arm.precision)
+        if self.attn != self.model.config._attn_implementation:
+            self.model.set_attn_implementation(self.attn)
         self.model.train()  # dropout on, as in training
         groups = optimizer_param_groups(self.model, lr=config.lr, weight_decay=config.weight_decay)
         # HF Trainer's default optimizer is adamw_torch_fused; fused AdamW also runs on CPU.
@@ -476,6 +482,7 @@ def report(
             "fraction_of_peak": flops / seconds / 1e9 / peak_gflops,
             "fraction_of_bf16_peak": flops / seconds / 1e9 / peaks["bf16"],
             "precision": trainee.precision,
+            "attn": trainee.attn,
             # Mean step of the stratified sample times the epoch's batch count estimates the epoch.
             "epoch_seconds": seconds / len(batches) * workloads[trainee.arm.preset].num_epoch_batches,
             "seconds_per_real_token": seconds / real,
@@ -483,14 +490,16 @@ def report(
         }
 
     header = (
-        f"{'arm':<20} {'prec':>4} {'s/step':>8} {'epoch s':>7} {'real tok/s':>10} {'proc tok/s':>10} "
+        f"{'arm':<22} {'prec':>4} {'attn':>5} {'s/step':>8} {'epoch s':>7} "
+        f"{'real tok/s':>10} {'proc tok/s':>10} "
         f"{'pad len':>7} {'regs':>4} {'GFLOP/s':>8} {'of fp32':>7} {'of bf16':>7}"
     )
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         print(
-            f"{name:<20} {row['precision']:>4} {row['seconds_per_step']:>8.3f} {row['epoch_seconds']:>7.0f} "
+            f"{name:<22} {row['precision']:>4} {row['attn']:>5} {row['seconds_per_step']:>8.3f} "
+            f"{row['epoch_seconds']:>7.0f} "
             f"{row['real_tokens_per_s']:>10.0f} {row['processed_tokens_per_s']:>10.0f} "
             f"{row['mean_padded_length']:>7.1f} {row['registers']:>4} {row['gflops']:>8.1f} "
             f"{row['fraction_of_peak']:>7.1%} {row['fraction_of_bf16_peak']:>7.1%}"
@@ -527,7 +536,8 @@ def report(
     epoch_ratio_tau0 = paired_total_ratio(times, "fast_tau0", "regtune_tau0")
     step_ratio_tau8 = paired_ratio(times, "fast_tau8", "regtune_tau8")
     lever_attention_dropout = paired_total_ratio(times, "nodrop_fp32_tau8", "regtune_tau8")
-    lever_bf16 = paired_total_ratio(times, "fast_tau8", "nodrop_fp32_tau8")
+    lever_bf16 = paired_total_ratio(times, "nodrop_bf16_sdpa_tau8", "nodrop_fp32_tau8")
+    lever_eager = paired_total_ratio(times, "fast_tau8", "nodrop_bf16_sdpa_tau8")
     fast_fraction = rows["fast_tau8"]["fraction_of_peak"]
     checks = {
         "speedup_vs_seed_pipeline": speedup >= TARGET_SPEEDUP,
@@ -565,7 +575,8 @@ def report(
     )
     print(
         "info levers at τ=8 (paired round-time ratios): "
-        f"attention dropout 0 = {lever_attention_dropout:.3f}; then bf16 autocast = {lever_bf16:.3f}"
+        f"attention dropout 0 = {lever_attention_dropout:.3f}; then bf16 autocast = {lever_bf16:.3f}; "
+        f"then eager attention = {lever_eager:.3f}"
     )
 
     return {
@@ -583,8 +594,10 @@ def report(
         "step_time_ratio_tau8": round(step_ratio_tau8, 4),
         "lever_attention_dropout_0": round(lever_attention_dropout, 4),
         "lever_bf16_autocast": round(lever_bf16, 4),
+        "lever_eager_attention": round(lever_eager, 4),
         "epoch_seconds": {name: round(row["epoch_seconds"], 1) for name, row in rows.items()},
         "precision": {name: row["precision"] for name, row in rows.items()},
+        "attn_implementation": {name: row["attn"] for name, row in rows.items()},
         "matmul_peak_gflops": round(peak_gflops, 2),
         "bf16_matmul_peak_gflops": round(peaks["bf16"], 2),
         "mean_window_length": round(mean_length, 2),

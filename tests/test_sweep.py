@@ -16,7 +16,7 @@ import pytest
 
 from conftest import FAST_TRAIN, SquadPair
 from regtune import cli
-from regtune.errors import ConfigError
+from regtune.errors import ConfigError, RegtuneError
 from regtune.sweep import (
     VALIDATION,
     SweepConfig,
@@ -42,8 +42,7 @@ def _sweep(
         dev_files=dev_files or [str(squad.dev)],
         grid=grid,
         options={
-            **{k: v for k, v in OPTIONS.items() if k not in grid},
-            "model": str(tiny_model_dir),
+            **{k: v for k, v in {**OPTIONS, "model": str(tiny_model_dir)}.items() if k not in grid},
             **kw.pop("options", {}),
         },
         **kw,
@@ -121,6 +120,30 @@ def test_bad_sweeps_are_config_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         _sweep(tmp_path, tiny_model_dir, tiny_squad, **change)
+
+
+def test_models_with_the_same_folder_name_get_distinct_runs(
+    tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair
+) -> None:
+    sweep = _sweep(
+        tmp_path,
+        tiny_model_dir,
+        tiny_squad,
+        grid={"model": ["org-a/bert", "org-b/bert"], "num_registers": [0], "seed": [1]},
+    )
+    ids = [r.run_id for r in sweep.runs()]
+    assert len(set(ids)) == 2 and all(i.startswith("modelbert_") for i in ids), ids
+    assert {r.config.model for r in sweep.runs()} == {"org-a/bert", "org-b/bert"}
+
+
+def test_bad_input_fails_before_the_folder_is_claimed(
+    tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair
+) -> None:
+    sweep = _sweep(tmp_path, tiny_model_dir, tiny_squad, dev_files=[str(tiny_squad.dev), "missing/dev.json"])
+    with pytest.raises(RegtuneError, match="missing"):
+        run_sweep(sweep, progress=False)
+    # No sweep.json: fixing the path and running again is not refused as "a different configuration".
+    assert not (sweep.root / "sweep.json").exists()
 
 
 def test_dev_names_are_languages_or_stems_and_unique() -> None:
@@ -274,14 +297,19 @@ def test_sigkill_loses_only_the_run_in_progress(
     assert run_finished(first, scored)
     assert not run_finished(second, scored)
     assert not (second.dir / "metrics.json").exists()
-    assert not (sweep.root / "results.csv").exists()  # written once, at the end, atomically
+    # results.csv is rewritten (atomically) after every finished run: it holds the first run only.
+    assert [r["run_id"] for r in _read_csv(sweep.root / "results.csv")] == [first.run_id]
     assert collect_results(sweep)[0]["run_id"] == first.run_id  # the finished run's results are intact
     stray = [p for p in sweep.root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
     assert stray == []
     first_mark = (first.dir / "metrics.json").stat().st_mtime_ns
 
+    # The rerun may change how runs are carried out (here the checkpoint interval): the killed run
+    # still continues from its checkpoint instead of being refused as a different run.
+    data = sweep.to_dict()
+    rerun = SweepConfig.from_dict({**data, "options": {**data["options"], "save_steps": 50}})
     done: list[str] = []
-    rows = run_sweep(sweep, threads=1, progress=False, on_run_done=done.append)
+    rows = run_sweep(rerun, threads=1, progress=False, on_run_done=done.append)
     assert done == [second.run_id]  # only the killed run trains again
     assert (first.dir / "metrics.json").stat().st_mtime_ns == first_mark
     resumed = json.loads((second.dir / "metrics.json").read_text())
@@ -310,8 +338,27 @@ def test_held_out_split_is_fixed_and_disjoint(
     }
     assert sorted(split["train"] + split[VALIDATION]) == sorted(ids)
     assert not set(split["train"]) & set(split[VALIDATION])
-    assert split[VALIDATION] == [i for i in ids if _held_out(i, 0.25)]  # the id decides, nothing else
     assert 0 < len(split[VALIDATION]) < len(ids)
+    # The id decides, not the file order: the same questions in reverse order split the same way.
+    reversed_train = tmp_path / "reversed.json"
+    reversed_train.write_text(json.dumps({**original, "data": original["data"][::-1]}))
+    again = _sweep(
+        tmp_path / "again",
+        tiny_model_dir,
+        tiny_squad,
+        select_on=VALIDATION,
+        validation_fraction=0.25,
+    )
+    again = SweepConfig.from_dict({**again.to_dict(), "train_file": str(reversed_train)})
+    prepare_sweep_dir(again)
+    held_again = [
+        q["id"]
+        for a in json.loads((again.root / "data" / f"{VALIDATION}.json").read_text())["data"]
+        for p in a["paragraphs"]
+        for q in p["qas"]
+    ]
+    assert sorted(held_again) == sorted(split[VALIDATION])
+    assert split[VALIDATION] == [i for i in ids if _held_out(i, 0.25)]
     # Every run trains on the rest and is scored on the held-out part first.
     assert all(r.config.train_file == str(sweep.root / "data" / "train.json") for r in sweep.runs())
     assert next(iter(sweep.scored_files())) == VALIDATION
@@ -429,11 +476,10 @@ def test_worker_processes_give_the_local_results(local_pair: SweepConfig, tmp_pa
 def test_ray_launcher_gives_the_local_results(local_pair: SweepConfig, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     sweep = _same_sweep_elsewhere(local_pair, tmp_path / "ray")
-    # A local Ray instance, started and stopped by the test, as a cluster of one machine.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         done: list[str] = []
-        run_sweep(sweep, launcher="ray", threads=1, progress=False, on_run_done=done.append)
+        # No address: run_sweep starts a local Ray instance, a cluster of one machine; one CPU per task.
+        run_sweep(sweep, launcher="ray", progress=False, on_run_done=done.append)
     finally:
         ray.shutdown()
     assert sorted(done) == sorted(s.run_id for s in sweep.runs())
@@ -447,3 +493,38 @@ def test_cli_dev_files_expand_globs_once_in_order(tmp_path: Path, tiny_squad: Sq
     # sw first, then a glob that matches it again: scored once, in its first place.
     assert cli._dev_files([files[1], pattern]) == [files[1], files[0]]
     assert cli._dev_files([f"{files[0]},{files[1]}"]) == files
+
+
+def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair) -> None:
+    from regtune.report import analyze_sweep
+
+    sweep = _sweep(
+        tmp_path,
+        tiny_model_dir,
+        tiny_squad,
+        grid={"num_registers": [0, 2], "seed": [1, 2]},
+        select_on=VALIDATION,
+        validation_fraction=0.3,
+    )
+    rows = run_sweep(sweep, threads=1, progress=False)
+    assert {r["dev"] for r in rows} == {VALIDATION, tiny_squad.dev.parent.name}
+    for spec in sweep.runs():  # train_qa scored the held-out part; the dev file came after
+        assert json.loads((spec.dir / "metrics.json").read_text())["dev_file"].endswith("validation.json")
+    analysis = analyze_sweep(sweep.root, n_boot=200)
+    group = analysis["selection"]["groups"][0]
+    means = {v["num_registers"]: v["mean"] for v in group["validation"]}
+    assert group["chosen_num_registers"] == max(means, key=lambda tau: means[tau])
+    assert [r["dev"] for r in group["results"]] == [tiny_squad.dev.parent.name]
+
+
+def test_cli_report_on_a_real_sweep(finished_sweep: SweepConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", str(finished_sweep.root), "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert str(finished_sweep.root / "report" / "index.html") in out
+    summary = json.loads((finished_sweep.root / "summary.json").read_text())
+    assert {c["dev"] for c in summary["cells"]} == {"en", "sw"}
+    assert (finished_sweep.root / "report" / "index.html").stat().st_size > 1000
+    # Not a sweep: one line, exit 2.
+    assert cli.main(["report", str(finished_sweep.root / "runs")]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a sweep folder" in err[0]

@@ -20,7 +20,7 @@ from typing import Any
 from regtune import __version__
 from regtune.config import PRESETS, TrainConfig
 from regtune.errors import RegtuneError
-from regtune.precision import PRECISIONS
+from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
 
 EXIT_USER_ERROR = 2
 
@@ -71,7 +71,7 @@ _TRAIN_OPTIONS: dict[str, tuple[str, type]] = {
 _CHOICES = {
     "--placement": ["prepend", "after_cls"],
     "--register-init": ["trunc_normal", "tiny_normal", "vocab"],
-    "--attn-implementation": ["sdpa", "eager"],
+    "--attn-implementation": list(ATTN_IMPLEMENTATIONS),
     "--precision": list(PRECISIONS),
 }
 
@@ -144,6 +144,19 @@ _GRID_FLAGS = {
 }
 
 
+def _at_least(least: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
 def _comma_list(type_: type) -> Any:
     def parse(text: str) -> list[Any]:
         items = [item.strip() for item in text.split(",") if item.strip()]
@@ -201,6 +214,9 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
             help=_help(name),
         )
     p.add_argument(
+        "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
+    )
+    p.add_argument(
         "--select-on",
         choices=["validation"],
         help="hold out a fixed part of --train, choose τ on it, and report the dev result of that τ",
@@ -215,11 +231,24 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "--launcher", choices=["local", "ray"], default="local", help="where runs execute (default: local)"
     )
     p.add_argument(
-        "--jobs", type=int, default=1, help="parallel worker processes, local launcher (default: 1)"
+        "--jobs", type=_at_least(1), default=1, help="parallel worker processes, local launcher (default: 1)"
     )
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     p.add_argument(
-        "--ray-address", help="Ray cluster to join (default: start a local Ray instance); e.g. auto"
+        "--threads",
+        type=_at_least(1),
+        help="torch threads per run; on Ray also the CPUs each task reserves (default: torch's own for "
+        "one job, cores / jobs for several, 1 per Ray task)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="Ray cluster to join, e.g. auto or ray://HOST:10001 (default: start a local Ray instance); "
+        "its nodes must share this filesystem and have regtune installed",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="GPUs each Ray task reserves, e.g. 1, or 0.25 to run four per GPU (default: 0)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -234,9 +263,12 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", help="the sweep folder (regtune sweep --output-dir)")
     p.add_argument(
-        "--n-boot", type=int, default=2000, help="bootstrap replicates per interval (default: 2000)"
+        "--n-boot",
+        type=_at_least(100),
+        default=2000,
+        help="bootstrap replicates per interval (default: 2000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the bootstrap (default: 0)")
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -419,7 +451,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             value = value[0]
         if value is not None:
             options[name] = value
-    for name in ("pad_to_max_length", "group_by_length"):
+    for name in ("pad_to_max_length", "group_by_length", "strict"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     sweep = SweepConfig(
@@ -438,6 +470,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         threads=args.threads,
         ray_address=args.ray_address,
+        gpus_per_run=args.gpus_per_run,
         progress=not args.no_progress,
     )
     print(f"{len(rows)} results ({len(sweep.runs())} runs): {Path(args.output_dir) / 'results.csv'}")
@@ -485,7 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("regtune: interrupted; pass --resume to continue a training run", file=sys.stderr)
+        hint = (
+            "run the same command again to continue"
+            if args.command == "sweep"
+            else ("pass --resume to continue a training run")
+        )
+        print(f"regtune: interrupted; {hint}", file=sys.stderr)
         return 130
 
 

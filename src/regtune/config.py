@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from regtune.errors import ConfigError, check_known_fields
-from regtune.precision import PRECISIONS
+from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
 from regtune.registers import RegisterConfig
 
 
@@ -56,7 +56,12 @@ class TrainConfig:
     strict: bool = field(default=False, metadata={"help": "Fail on bad records instead of skipping them."})
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss and LR every this many steps."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' attention."})
+    attn_implementation: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto' (eager for bf16 on CPU, where it is faster; else sdpa), 'sdpa' or 'eager'."
+        },
+    )
     attention_dropout: float | None = field(
         default=0.0,
         metadata={"help": "Attention-probability dropout (None: the model's own, 0.1 for BERT)."},
@@ -95,9 +100,10 @@ class TrainConfig:
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.attn_implementation not in ("sdpa", "eager"):
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ConfigError(
-                f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}"
+                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
+                f"got {self.attn_implementation!r}"
             )
         # Validates count, placement and init with the register module's own rules.
         self.registers()
@@ -138,6 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_answer_length": 60,
         "seed": 595,
         "attention_dropout": None,  # the model's own (0.1 for BERT)
+        "attn_implementation": "sdpa",
         "precision": "fp32",  # HF Trainer's default, as the seed project ran it
     },
 }

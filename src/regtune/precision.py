@@ -54,6 +54,28 @@ def resolve_precision(precision: str, device_type: str) -> Literal["bf16", "fp32
     return "fp32"
 
 
+#: Attention implementations a user may ask for; 'auto' is resolved by :func:`resolve_attn_implementation`.
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
+
+def resolve_attn_implementation(requested: str, device_type: str, precision: str) -> str:
+    """The attention implementation a training run uses: 'auto' -> eager for bf16 on CPU, else sdpa.
+
+    Why: on CPU, SDPA's fused (flash) kernel has a slow bf16 backward (about 7x its forward in a MiniLM
+    profile, 42 % of a training step), while eager attention's batched matmuls run on AMX. Measured on
+    TyDi en batches, τ=8: eager takes 0.82x sdpa's step time in bf16, but 1.11x in fp32, where the fused
+    kernel wins. GPUs always get sdpa (flash / memory-efficient kernels).
+    """
+    if requested not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; got {requested!r}"
+        )
+    if requested != "auto":
+        return requested
+    bf16_on_cpu = device_type == "cpu" and resolve_precision(precision, device_type) == "bf16"
+    return "eager" if bf16_on_cpu else "sdpa"
+
+
 def autocast_context(device: torch.device, precision: str = "auto") -> torch.autocast:
     """bf16 autocast when ``precision`` resolves to bf16 on ``device``; a disabled context otherwise."""
     enabled = resolve_precision(precision, device.type) == "bf16"

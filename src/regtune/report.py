@@ -818,8 +818,9 @@ def _selection_html(analysis: Mapping[str, Any]) -> str:
         "<p>τ was chosen per combination of the other axes by the best mean F1 on the held-out part of "
         "the training file (<code>validation</code>); no dev file was looked at. The chosen τ's dev results "
         "below are therefore fair estimates of <em>tune τ, then use it</em>. As τ was fixed before the dev "
-        "files were looked at, each dev file holds one comparison with τ=0, so the plain p applies; "
-        "p (Holm) is the one from the table of all τ's further down.</p>"
+        "files were looked at, each dev file holds one comparison with τ=0, so its plain p is valid; "
+        "p (Holm), and the bold marking, come from the table of all τ's further down and are "
+        "conservative here.</p>"
     ]
     for group in selection["groups"]:
         if group["axes"]:
@@ -908,7 +909,9 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     runs = analysis["runs"]
     n_finished = sum(run["finished"] for run in runs)
     devs = analysis["devs"]
-    real_devs = [d for d in devs if d != VALIDATION]
+    # "validation" is the held-out split only under select_on; otherwise it is just a dev file's name.
+    held_out = VALIDATION if sweep.get("select_on") else None
+    real_devs = [d for d in devs if d != held_out]
     level = round(100 * settings["confidence"])
     alpha = 1 - settings["confidence"]
     title = f"regtune sweep report: τ ∈ {{{_join(_taus(analysis))}}}"
@@ -948,7 +951,8 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         _figure(
             score_plot,
             "F1 and exact match against the number of registers, one line per dev file, with 95% CIs",
-            f"Mean over seeds; error bars are {level}% bootstrap CIs over seeds and questions.",
+            f"Mean over seeds; error bars are {level}% CIs: questions bootstrapped, seeds with Student-t "
+            "tails (see how to read this report).",
         )
     )
     p.append(f"<h2>Selection ({_e(sweep.get('select_on') or 'none')})</h2>")
@@ -961,7 +965,7 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         p.append(_overview_table(analysis, "f1"))
     p.append("<h2>Results per dev file</h2>")
     for dev in devs:
-        label = f"{dev} (held-out part of the training file)" if dev == VALIDATION else dev
+        label = f"{dev} (held-out part of the training file)" if dev == held_out else dev
         p.append(f"<h3>{_e(label)}</h3>")
         group_notes = [g["note"] for g in analysis["groups"] if g["dev"] == dev and g["note"]]
         p.extend(f'<p class="note">{_e(n)}</p>' for n in group_notes)

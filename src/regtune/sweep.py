@@ -32,7 +32,7 @@ from typing import Any
 
 from regtune.config import PRESETS, TrainConfig, environment_versions, resolve_config
 from regtune.data import QAExample, load_examples
-from regtune.errors import ConfigError, check_known_fields
+from regtune.errors import ConfigError, RegtuneError, check_known_fields
 from regtune.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,15 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.dev_files:
             raise ConfigError("give at least one dev file")
+        # Absolute paths: Ray workers and worker processes may run in another directory, and a rerun
+        # from elsewhere must find (or be refused for) the very same files.
+        self.output_dir = os.path.abspath(self.output_dir)
+        self.train_file = os.path.abspath(self.train_file)
+        self.dev_files = [os.path.abspath(f) for f in self.dev_files]
+        if "model" in self.options and os.path.exists(self.options["model"]):
+            self.options["model"] = os.path.abspath(self.options["model"])
+        if "model" in self.grid:
+            self.grid["model"] = [os.path.abspath(m) if os.path.exists(m) else m for m in self.grid["model"]]
         for axis in ("num_registers", "seed"):
             if not self.grid.get(axis):
                 raise ConfigError(f"the grid needs at least one value of {axis}")
@@ -103,7 +112,15 @@ class SweepConfig:
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset '{self.preset}'; choose from {sorted(PRESETS)}")
         dev_names(self.dev_files)  # unique names, or a clear error
-        self.runs()  # every run's TrainConfig must be valid before anything trains
+        runs = self.runs()  # every run's TrainConfig must be valid before anything trains
+        seen: dict[str, dict[str, Any]] = {}
+        for spec in runs:
+            if spec.run_id in seen:
+                raise ConfigError(
+                    f"grid points {seen[spec.run_id]} and {spec.point} would share the run id "
+                    f"'{spec.run_id}'; give the models distinct folder names"
+                )
+            seen[spec.run_id] = spec.point
 
     @property
     def root(self) -> Path:
@@ -122,6 +139,8 @@ class SweepConfig:
         data = self.to_dict()
         data["options"] = {k: v for k, v in self.options.items() if k not in EXECUTION_OPTIONS}
         data.pop("output_dir")
+        if not self.select_on:
+            data.pop("validation_fraction")  # does nothing without select_on
         return data
 
     def training_file(self) -> str:
@@ -177,7 +196,11 @@ class RunSpec:
 
 
 def _id_part(axis: str, value: Any) -> str:
-    text = Path(str(value)).name if axis == "model" else str(value)
+    text = str(value)
+    if axis == "model":
+        # The folder or repo name, plus a short hash of the whole path or id, so that two models both
+        # called ".../model" (or "a/bert" and "b/bert") get distinct run folders.
+        text = f"{Path(text).name}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
     safe = "".join(c if c.isalnum() or c in "._" else "_" for c in text)
     return f"{GRID_AXES[axis]}{safe}"
 
@@ -259,8 +282,17 @@ def prepare_sweep_dir(sweep: SweepConfig) -> None:
         ConfigError: DIR holds a sweep with another configuration (naming the keys that differ).
     """
     saved_file = sweep.root / "sweep.json"
+    if sweep.root.exists() and not sweep.root.is_dir():
+        raise ConfigError(f"{sweep.root}: exists and is not a folder; use a new --output-dir")
+    if (sweep.root.parent.parent / "sweep.json").exists() and sweep.root.parent.name == "runs":
+        raise ConfigError(f"{sweep.root}: is a run folder of another sweep; use a new --output-dir")
     if saved_file.exists():
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))["sweep"]
+        try:
+            saved = json.loads(saved_file.read_text(encoding="utf-8"))["sweep"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"{saved_file}: not a regtune sweep file ({err}); use a new --output-dir"
+            ) from err
         current = sweep.results_dict()
         if saved != current:
             differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -271,10 +303,25 @@ def prepare_sweep_dir(sweep: SweepConfig) -> None:
     elif sweep.root.exists() and any(sweep.root.iterdir()):
         raise ConfigError(f"{sweep.root}: exists and is not a sweep folder; use a new --output-dir")
     else:
+        # Read every input first: a typo found after sweep.json is written would lock the folder to it.
+        check_inputs(sweep)
         atomic_write_json(saved_file, {"sweep": sweep.results_dict(), "versions": environment_versions()})
     if sweep.select_on and not (sweep.root / "data" / "train.json").exists():
         kept, held = write_validation_split(sweep)
         logger.info("held out %d of %d training questions for validation", held, kept + held)
+
+
+def check_inputs(sweep: SweepConfig) -> None:
+    """Read the training and dev files and resolve every model, so that bad input fails before any run."""
+    from regtune.hub import load_tokenizer
+
+    strict = bool(sweep.options.get("strict", False))
+    for path in [sweep.train_file, *sweep.dev_files]:
+        if not load_examples(path, strict=strict).examples:
+            raise ConfigError(f"{path}: no usable questions")
+    models = sweep.grid.get("model") or [sweep.options.get("model", resolve_config(sweep.preset).model)]
+    for model in models:
+        load_tokenizer(model)
 
 
 def run_finished(spec: RunSpec, scored: Mapping[str, str]) -> bool:
@@ -290,7 +337,7 @@ def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False)
 
     if run_finished(spec, scored):
         return
-    metrics = train_qa(spec.config, resume=True, progress=progress)
+    metrics = train_qa(_resumable_config(spec), resume=True, progress=progress)
     first = next(iter(scored))
     model = tokenizer = None
     for name, path in scored.items():
@@ -331,6 +378,24 @@ def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False)
                 **{k: metrics[k] for k in ("train_steps", "train_seconds", "precision") if k in metrics},
             },
         )
+
+
+def _resumable_config(spec: RunSpec) -> TrainConfig:
+    """The run's config, taking over from an interrupted run the options that do not change its results.
+
+    train_qa refuses a run folder whose config.json differs in any key; a rerun of the sweep with another
+    checkpoint interval (or the same files named by another path) must still continue the run.
+    """
+    saved_file = spec.dir / "config.json"
+    if not saved_file.exists():
+        return spec.config
+    saved = json.loads(saved_file.read_text(encoding="utf-8"))["config"]
+    current = spec.config.to_dict()
+    adopt = {k: saved[k] for k in EXECUTION_OPTIONS if k in saved}
+    for key in ("output_dir", "train_file", "dev_file"):
+        if key in saved and os.path.realpath(saved[key]) == os.path.realpath(current[key]):
+            adopt[key] = saved[key]
+    return TrainConfig.from_dict({**current, **adopt})
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -395,6 +460,7 @@ def run_sweep(
     jobs: int = 1,
     threads: int | None = None,
     ray_address: str | None = None,
+    gpus_per_run: float = 0.0,
     progress: bool = True,
     on_run_done: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -404,18 +470,24 @@ def run_sweep(
         launcher: ``'local'`` (in this process, or ``jobs`` worker processes) or ``'ray'`` (one Ray task
             per run, on the cluster at ``ray_address``, or a new local Ray instance when it is None).
         jobs: Parallel worker processes for the local launcher.
-        threads: torch threads per run (default: torch's own for one job; cores / jobs otherwise).
+        threads: torch threads per run (default: torch's own for one job; cores / jobs for ``jobs``
+            processes; 1 per Ray task). On Ray it is also the CPUs each task reserves.
+        gpus_per_run: GPUs each Ray task reserves (e.g. 1, or 0.25 to share a GPU between four runs).
         on_run_done: Called with each run id as it finishes (progress reporting, tests).
     """
     if launcher not in ("local", "ray"):
         raise ConfigError(f"launcher must be 'local' or 'ray', got {launcher!r}")
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if gpus_per_run < 0:
+        raise ConfigError(f"gpus_per_run must be >= 0, got {gpus_per_run}")
     prepare_sweep_dir(sweep)
     scored = sweep.scored_files()
     specs = sweep.runs()
     todo = [s for s in specs if not run_finished(s, scored)]
-    if threads is None and (jobs > 1 or launcher == "ray"):
+    if threads is None and launcher == "local" and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
 
     from tqdm.auto import tqdm
@@ -428,12 +500,14 @@ def run_sweep(
     def done(run_id: str) -> None:
         bar.update()
         bar.set_postfix_str(f"last: {run_id}")
+        # Rewritten after every run: results so far are there even if a later run fails or is killed.
+        write_results_csv(sweep, collect_results(sweep))
         if on_run_done is not None:
             on_run_done(run_id)
 
     try:
         if launcher == "ray":
-            _run_on_ray(todo, scored, threads or 1, ray_address, done)
+            _run_on_ray(todo, scored, threads or 1, gpus_per_run, ray_address, done)
         elif jobs == 1:
             for spec in todo:
                 if threads:
@@ -446,8 +520,8 @@ def run_sweep(
             _run_in_processes(todo, scored, jobs, threads, done)
     finally:
         bar.close()
-    rows = collect_results(sweep)
-    write_results_csv(sweep, rows)
+        rows = collect_results(sweep)
+        write_results_csv(sweep, rows)
     logger.info("sweep: %d runs finished in %.0f s", len(todo), time.perf_counter() - began)
     return rows
 
@@ -466,17 +540,24 @@ def _run_in_processes(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [pool.submit(_run_job, _spec_data(spec), scored, threads) for spec in todo]
-        for future in as_completed(futures):
-            done(future.result())
+        try:
+            for future in as_completed(futures):
+                done(future.result())
+        except BaseException:
+            # Stop at the first failure rather than train for hours before saying so.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _run_on_ray(
     todo: Sequence[RunSpec],
     scored: dict[str, str],
     threads: int,
+    gpus: float,
     address: str | None,
     done: Callable[[str], None],
 ) -> None:
+    """One Ray task per run. The workers must see the same filesystem (the sweep's absolute paths)."""
     try:
         import ray
     except ImportError as err:
@@ -484,8 +565,23 @@ def _run_on_ray(
     if not ray.is_initialized():
         # address=None starts a local instance; "auto" or "ray://host:10001" joins a running cluster.
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_cpus=threads)(_run_job)
+    task = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_job)
+    specs = {spec.run_id: spec for spec in todo}
     pending = [task.remote(_spec_data(spec), scored, threads) for spec in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        done(ray.get(ready[0]))
+        try:
+            run_id = ray.get(ready[0])
+        except ray.exceptions.RayTaskError as err:
+            for ref in pending:
+                ray.cancel(ref)
+            # The user's own mistake (a bad file, say) keeps its one-line message, not a remote traceback.
+            if isinstance(err.cause, RegtuneError):
+                raise err.cause from None
+            raise
+        if not run_finished(specs[run_id], scored):
+            raise RegtuneError(
+                f"run {run_id} finished on a Ray worker but its results are not in {specs[run_id].dir}: "
+                "the Ray nodes must share this filesystem"
+            )
+        done(run_id)

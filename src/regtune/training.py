@@ -49,7 +49,7 @@ from regtune.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa
 from regtune.features import QACollator, prepare_train_features
 from regtune.hub import load_tokenizer, resolve_model_name
 from regtune.io import atomic_write_json
-from regtune.precision import resolve_precision
+from regtune.precision import resolve_attn_implementation, resolve_precision
 from regtune.registers import CONFIG_KEY, add_registers, register_parameters
 
 logger = logging.getLogger(__name__)
@@ -147,11 +147,23 @@ def build_qa_model(config: TrainConfig) -> PreTrainedModel:
             # 0 (the default preset) just means "none"; a model without the setting is fine with that.
             raise RegtuneError(f"model '{config.model}': its config has no attention dropout to set")
     model = AutoModelForQuestionAnswering.from_pretrained(
-        path, config=hf_config, attn_implementation=config.attn_implementation
+        path, config=hf_config, attn_implementation=training_attn_implementation(config)
     )
     registers = config.registers()
     add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
     return model
+
+
+def training_device_type() -> str:
+    """Where HF Trainer will train: CUDA if present, else MPS on a Mac, else the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def training_attn_implementation(config: TrainConfig) -> str:
+    """``config.attn_implementation`` with 'auto' resolved for this machine (see regtune.precision)."""
+    return resolve_attn_implementation(config.attn_implementation, training_device_type(), config.precision)
 
 
 def _file_digest(path: str) -> str:
@@ -270,8 +282,7 @@ def train_qa(
             truncate_log(log_file, state["global_step"])
 
     cuda = torch.cuda.is_available()
-    # Trainer would pick MPS on a Mac; there 'auto' stays fp32.
-    device_type = "cuda" if cuda else "mps" if torch.backends.mps.is_available() else "cpu"
+    device_type = training_device_type()  # on a Mac Trainer picks MPS, where 'auto' stays fp32
     use_bf16 = resolve_precision(config.precision, device_type) == "bf16"
     # Accelerate sets up CPU data parallelism (gloo) only when told to use the CPU: without this, each
     # torchrun worker on a GPU-less machine trains alone as rank 0 and all of them write the results.
@@ -339,6 +350,7 @@ def train_qa(
         "train_loss": round(float(output.training_loss), 6),
         "train_seconds": round(train_seconds, 3),
         "precision": "bf16" if use_bf16 else "fp32",  # what 'auto' resolved to on this machine
+        "attn_implementation": model.config._attn_implementation,
         "resumed_from_step": _checkpoint_step(checkpoint),
         "num_train_questions": len(train.examples),
         "num_train_windows": len(train_dataset),
