@@ -9,7 +9,8 @@ training it runs in the data loader.
 Run from the repository root::
 
     .venv/bin/python benchmarks/profile_train_step.py --registers 8 --steps 6             # today's default
-    .venv/bin/python benchmarks/profile_train_step.py --precision fp32 --attention-dropout 0.1  # issue 2's
+    .venv/bin/python benchmarks/profile_train_step.py --precision fp32 --attention-dropout 0.1 \
+        --attn-implementation sdpa                                                      # issue 2's
     .venv/bin/python benchmarks/profile_train_step.py --compile      # the same under torch.compile
 
 The last line of stdout is one JSON object: seconds per step and each bucket's share.
@@ -34,7 +35,7 @@ from regtune.config import resolve_config
 from regtune.data import load_examples
 from regtune.features import QACollator
 from regtune.hub import load_tokenizer
-from regtune.precision import PRECISIONS
+from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
 from train_throughput import Arm, Trainee, build_workload, load_stock_model, train_file
 
 # Self-time buckets by operator name; first match wins. Names are ATen ops as the profiler reports them.
@@ -97,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"'auto' resolves as regtune train does on this CPU (default: {current.precision})",
     )
     parser.add_argument(
+        "--attn-implementation",
+        choices=ATTN_IMPLEMENTATIONS,
+        default=current.attn_implementation,
+        help=f"attention; 'auto' resolves as regtune train does (default: {current.attn_implementation})",
+    )
+    parser.add_argument(
         "--attention-dropout",
         type=float,
         default=current.attention_dropout,
@@ -113,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     examples = load_examples(train_file(args.data_dir)).examples
     workload = build_workload(examples, tokenizer, config, args.warmup + args.steps, args.seed)
     stock = load_stock_model(args.model, args.seed)
-    arm = Arm("profiled", "default", args.registers, args.precision, args.attention_dropout)
+    arm = Arm(
+        "profiled",
+        "default",
+        args.registers,
+        args.precision,
+        args.attention_dropout,
+        args.attn_implementation,
+    )
     trainee = Trainee(arm, stock, config, workload.batches, args.seed)
     if args.compile:
         # In place, hooks included; dynamic shapes because every batch has its own padded width.
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     print(
         f"wall per step: {wall / len(timed):.3f} s over {len(timed)} steps, τ={args.registers}, "
-        f"{trainee.precision}, attention dropout {args.attention_dropout}"
+        f"{trainee.precision}, {trainee.attn} attention, attention dropout {args.attention_dropout}"
         f"{', torch.compile' if args.compile else ''}; warm-up {warmup_seconds:.1f} s for {args.warmup} steps"
     )
     print(
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_step": round(wall / len(timed), 4),
         "registers": args.registers,
         "precision": trainee.precision,
+        "attn_implementation": trainee.attn,
         "attention_dropout": args.attention_dropout,
         "compile": args.compile,
         "warmup_seconds": round(warmup_seconds, 2),

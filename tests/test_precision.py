@@ -123,3 +123,45 @@ def test_training_records_and_uses_its_precision(
     # Same seed, same data: only the arithmetic differs, and it shows in the loss.
     assert metrics["train_loss"] != finished_run.metrics["train_loss"]
     assert metrics["train_loss"] == pytest.approx(finished_run.metrics["train_loss"], rel=0.1)
+
+
+# --- attention implementation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "amx", "precision_", "expected"),
+    [
+        ("cpu", True, "auto", "eager"),  # bf16 on an AMX CPU: eager's batched matmuls beat SDPA's backward
+        ("cpu", False, "auto", "sdpa"),  # fp32: SDPA's fused CPU kernel is the faster one
+        ("cpu", True, "fp32", "sdpa"),
+        ("cpu", False, "bf16", "eager"),
+        ("mps", True, "auto", "sdpa"),
+    ],
+)
+def test_auto_attention_is_eager_only_for_bf16_on_cpu(
+    monkeypatch: pytest.MonkeyPatch, device: str, amx: bool, precision_: str, expected: str
+) -> None:
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: amx)
+    assert precision.resolve_attn_implementation("auto", device, precision_) == expected
+    # An explicit choice is always kept.
+    for chosen in ("sdpa", "eager"):
+        assert precision.resolve_attn_implementation(chosen, device, precision_) == chosen
+
+
+def test_auto_attention_on_gpus_is_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert precision.resolve_attn_implementation("auto", "cuda", "auto") == "sdpa"
+
+
+def test_unknown_attention_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        precision.resolve_attn_implementation("flash", "cpu", "auto")
+    with pytest.raises(ConfigError, match="attn_implementation"):
+        TrainConfig(attn_implementation="flash")
+
+
+def test_training_builds_the_resolved_attention(finished_run: FinishedRun) -> None:
+    expected = precision.resolve_attn_implementation("auto", "cpu", finished_run.config.precision)
+    assert finished_run.config.attn_implementation == "auto"
+    assert finished_run.metrics["attn_implementation"] == expected
