@@ -178,6 +178,7 @@ def test_every_run_is_scored_on_every_dev_file(finished_sweep: SweepConfig) -> N
     assert {(r["num_registers"], r["seed"], r["dev"]) for r in rows} == {
         (t, s, d) for t in ("0", "2") for s in ("1", "2") for d in ("en", "sw")
     }
+    assert all(r["language"] == r["dev"] for r in rows)  # TyDi-style folders are languages
     for spec in finished_sweep.runs():
         assert (spec.dir / "model" / "model.safetensors").is_file()
         for dev in ("en", "sw"):

@@ -35,6 +35,7 @@ from regtune.training import (
     check_run_dir,
     optimizer_param_groups,
     train_qa,
+    truncate_log,
 )
 from tiny_models import tiny_model
 
@@ -424,3 +425,13 @@ def test_build_qa_model_sets_attention_dropout(tiny_model_dir: Path, dropout: fl
 def test_attention_dropout_out_of_range_is_a_config_error() -> None:
     with pytest.raises(RegtuneError, match="attention_dropout"):
         TrainConfig(attention_dropout=1.0)
+
+
+def test_truncate_log_drops_later_steps_and_a_torn_last_line(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    records = [{"step": step, "loss": 1.0 / step} for step in (1, 2, 3, 4)]
+    # A run killed mid-write leaves half a JSON line at the end.
+    log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "lo')
+    truncate_log(log, 3)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    assert list(tmp_path.iterdir()) == [log]  # rewritten atomically: no temporary file left

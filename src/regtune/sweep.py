@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from regtune.config import PRESETS, TrainConfig, environment_versions, resolve_config
-from regtune.data import QAExample, load_examples
+from regtune.data import TYDI_LANGUAGES, QAExample, load_examples
 from regtune.errors import ConfigError, RegtuneError, check_known_fields
 from regtune.io import atomic_write_json, atomic_write_text
 
@@ -401,7 +401,7 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
 # --- results --------------------------------------------------------------------------------------------
 
 #: results.csv columns before the grid axes.
-RESULT_COLUMNS = ("run_id", "dev", "exact_match", "f1", "num_questions")
+RESULT_COLUMNS = ("run_id", "dev", "language", "exact_match", "f1", "num_questions")
 RESULT_TRAILER = ("train_steps", "train_seconds", "eval_seconds", "precision", "dev_file")
 
 
@@ -414,7 +414,8 @@ def collect_results(sweep: SweepConfig) -> list[dict[str, Any]]:
             continue
         for name in scored:
             metrics = json.loads((spec.eval_dir(name) / "metrics.json").read_text(encoding="utf-8"))
-            row = {"run_id": spec.run_id, "dev": name}
+            # TyDi's dev files are named by language; other dev files have no language column value.
+            row = {"run_id": spec.run_id, "dev": name, "language": name if name in TYDI_LANGUAGES else ""}
             row.update({k: metrics.get(k) for k in ("exact_match", "f1", "num_questions")})
             row.update({axis: spec.config.to_dict()[axis] for axis in GRID_AXES})
             row.update({k: metrics.get(k) for k in RESULT_TRAILER})

@@ -48,7 +48,7 @@ from regtune.errors import RegtuneError
 from regtune.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa
 from regtune.features import QACollator, prepare_train_features
 from regtune.hub import load_tokenizer, resolve_model_name
-from regtune.io import atomic_write_json
+from regtune.io import atomic_write_json, atomic_write_text
 from regtune.precision import resolve_attn_implementation, resolve_precision
 from regtune.registers import CONFIG_KEY, add_registers, register_parameters
 
@@ -120,8 +120,15 @@ def truncate_log(path: Path, last_step: int) -> None:
     """Drop records logged after ``last_step``: a resumed run repeats those steps and logs them again."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the torn last line of a run killed mid-write
+        if isinstance(record, dict) and record.get("step", 0) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def build_qa_model(config: TrainConfig) -> PreTrainedModel:
