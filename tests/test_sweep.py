@@ -524,6 +524,10 @@ def test_cli_report_on_a_real_sweep(finished_sweep: SweepConfig, capsys: pytest.
     assert str(finished_sweep.root / "report" / "index.html") in out
     summary = json.loads((finished_sweep.root / "summary.json").read_text())
     assert {c["dev"] for c in summary["cells"]} == {"en", "sw"}
+    # The report shows what every run really trained with: preset values too, grid axes left out.
+    resolved = summary["resolved_run_config"]
+    assert resolved["max_steps"] == 4 and resolved["epochs"] == 2.0 and resolved["precision"] == "auto"
+    assert "num_registers" not in resolved and "seed" not in resolved
     assert (finished_sweep.root / "report" / "index.html").stat().st_size > 1000
     # Not a sweep: one line, exit 2.
     assert cli.main(["report", str(finished_sweep.root / "runs")]) == cli.EXIT_USER_ERROR

@@ -314,10 +314,19 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     if sweep.select_on == VALIDATION:
         selection = _select_on_validation(cells, others, [d for d in scored if d != VALIDATION], notes)
 
+    # The fully resolved training config (preset + options), from a finished run's own config.json:
+    # sweep.json holds only what the user gave. Grid axes and per-run paths vary, so they are left out.
+    run_config = _read_json(finished[0].dir / "config.json", "run config")
+    resolved = {
+        key: value
+        for key, value in (run_config.get("config", {}) if isinstance(run_config, dict) else {}).items()
+        if key not in sweep.grid and key not in ("output_dir",)
+    }
     analysis: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "sweep": saved["sweep"],
         "versions": saved.get("versions", {}),
+        "resolved_run_config": resolved,
         "settings": {
             "n_boot": n_boot,
             "seed": seed,
@@ -986,6 +995,8 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     p.append(f"<pre>{_e(command_line(sweep))}</pre>")
     p.append("<h3>Sweep (sweep.json)</h3>")
     p.append(_key_value_table(sweep))
+    p.append("<h3>Resolved training configuration (the same for every run; grid axes vary)</h3>")
+    p.append(_key_value_table(analysis.get("resolved_run_config", {})))
     p.append("<h3>Versions</h3>")
     p.append(_key_value_table(analysis.get("versions", {})))
     p.append("<h3>Analysis</h3>")
