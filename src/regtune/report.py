@@ -38,7 +38,7 @@ import numpy as np
 
 from regtune import stats
 from regtune.errors import ConfigError, DataError, RegtuneError
-from regtune.io import atomic_write_json, atomic_write_text
+from regtune.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from regtune.sweep import SweepConfig
@@ -542,8 +542,14 @@ def _save(figure: Any, folder: Path, stem: str) -> list[str]:
     names = [f"{stem}.png", f"{stem}.svg"]
     # Fixed SVG ids and no dates: the same analysis gives the same files.
     with matplotlib.rc_context({"svg.hashsalt": "regtune", "svg.fonttype": "path"}):
-        figure.savefig(folder / names[0], dpi=110, metadata={"Software": None})
-        figure.savefig(folder / names[1], metadata={"Date": None, "Creator": None})
+        # Rendered in memory, then written atomically: a killed report never leaves half an image.
+        for name, options in (
+            (names[0], {"format": "png", "dpi": 110, "metadata": {"Software": None}}),
+            (names[1], {"format": "svg", "metadata": {"Date": None, "Creator": None}}),
+        ):
+            buffer = io.BytesIO()
+            figure.savefig(buffer, **options)
+            atomic_write_bytes(folder / name, buffer.getvalue())
     return names
 
 
