@@ -82,6 +82,21 @@ def _help(name: str) -> str:
     return f"{field_.metadata['help']} (default preset: {default})"
 
 
+def _add_switches(p: argparse.ArgumentParser) -> None:
+    """The on/off options of regtune train, shared by train and sweep (None: the preset decides)."""
+    for name in ("pad_to_max_length", "group_by_length"):
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=_help(name),
+        )
+    p.add_argument(
+        "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
+    )
+
+
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -107,17 +122,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             flag, dest=name, type=type_, default=None, choices=_CHOICES.get(flag), help=_help(name)
         )
-    for name in ("pad_to_max_length", "group_by_length"):
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            action=argparse.BooleanOptionalAction,
-            default=None,
-            help=_help(name),
-        )
-    p.add_argument(
-        "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
-    )
+    _add_switches(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -205,17 +210,7 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
             choices=None if grid else _CHOICES.get(flag),
             help=_help(name) + (" Comma-separated values span a grid axis." if grid else ""),
         )
-    for name in ("pad_to_max_length", "group_by_length"):
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            action=argparse.BooleanOptionalAction,
-            default=None,
-            help=_help(name),
-        )
-    p.add_argument(
-        "--strict", action="store_true", default=None, help="fail on the first bad record instead of skipping"
-    )
+    _add_switches(p)
     p.add_argument(
         "--select-on",
         choices=["validation"],
