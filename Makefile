@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast lint demo study bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,16 @@ demo: setup
 	$(VENV)/bin/regtune train --model minilm-l6 --registers 8 \
 		--train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json \
 		--output-dir $(DEMO_DIR) --resume
+
+# The register study of issue #4: MiniLM on TyDi en, τ ∈ {0, 8, 32} × 3 seeds, scored on all nine
+# languages' dev files; hours on 2 CPU cores. Run it again to resume. Publishes the small result files.
+STUDY_DIR ?= runs/study-tydiqa-en-minilm
+STUDY_RESULTS ?= docs/results/tydiqa-en-minilm
+study: setup
+	$(VENV)/bin/regtune sweep --registers 0,8,32 --seeds 1,2,3 \
+		--train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json '$(DATA_DIR)/*/dev.json' \
+		--output-dir $(STUDY_DIR)
+	$(VENV)/bin/regtune report $(STUDY_DIR) --export $(STUDY_RESULTS)
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --data-dir $(DATA_DIR)

@@ -518,8 +518,12 @@ def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, t
     assert [r["dev"] for r in group["results"]] == [tiny_squad.dev.parent.name]
 
 
-def test_cli_report_on_a_real_sweep(finished_sweep: SweepConfig, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["report", str(finished_sweep.root), "--n-boot", "200"]) == 0
+def test_cli_report_on_a_real_sweep(
+    finished_sweep: SweepConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = tmp_path / "published"
+    args = ["report", str(finished_sweep.root), "--n-boot", "200", "--export", str(exported)]
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert str(finished_sweep.root / "report" / "index.html") in out
     summary = json.loads((finished_sweep.root / "summary.json").read_text())
@@ -528,6 +532,14 @@ def test_cli_report_on_a_real_sweep(finished_sweep: SweepConfig, capsys: pytest.
     resolved = summary["resolved_run_config"]
     assert resolved["max_steps"] == 4 and resolved["epochs"] == 2.0 and resolved["precision"] == "auto"
     assert "num_registers" not in resolved and "seed" not in resolved
+    # The export holds the small files only, in the sweep's layout, and is itself a reportable sweep.
+    names = {p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file()}
+    assert {"sweep.json", "results.csv", "summary.json", "report/index.html"} <= names
+    assert "runs/tau2-seed1/evals/sw/per_question.json" in names
+    assert not any("/model/" in n or "/trainer/" in n or n.endswith("predictions.json") for n in names)
+    assert cli.main(["report", str(exported), "--n-boot", "200"]) == 0
+    again = json.loads((exported / "summary.json").read_text())
+    assert again["cells"] == summary["cells"]  # the same statistics from the published files alone
     assert (finished_sweep.root / "report" / "index.html").stat().st_size > 1000
     # Not a sweep: one line, exit 2.
     assert cli.main(["report", str(finished_sweep.root / "runs")]) == cli.EXIT_USER_ERROR

@@ -264,6 +264,11 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         help="bootstrap replicates per interval (default: 2000)",
     )
     p.add_argument("--seed", type=_at_least(0), default=0, help="seed of the bootstrap (default: 0)")
+    p.add_argument(
+        "--export",
+        metavar="FOLDER",
+        help="also copy the small result files (no weights, no checkpoints) to FOLDER, e.g. under docs/",
+    )
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -473,13 +478,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from regtune.report import analyze_sweep, write_report
+    from regtune.report import analyze_sweep, export_results, write_report
 
     root = Path(args.dir)
     analysis = analyze_sweep(root, n_boot=args.n_boot, seed=args.seed)
     index = write_report(root, analysis)
     print(f"summary: {root / 'summary.json'}")
     print(f"report: {index}")
+    if args.export:
+        files = export_results(root, Path(args.export))
+        print(f"exported {len(files)} files to {args.export}")
     return 0
 
 

@@ -1032,3 +1032,39 @@ def write_report(root: Path, analysis: dict[str, Any] | None = None) -> Path:
     score_plot = plot_scores(analysis, folder)
     loss_plot = plot_losses(root, analysis, folder)
     return atomic_write_text(folder / "index.html", render_html(analysis, score_plot, loss_plot))
+
+
+#: Per-run files small enough to publish: everything needed to recompute the statistics and the plots.
+EXPORT_RUN_FILES = ("config.json", "metrics.json", "train_log.jsonl")
+EXPORT_EVAL_FILES = ("metrics.json", "per_question.json")
+
+
+def export_results(root: Path, target: Path) -> list[Path]:
+    """Copy a sweep's small result files to ``target`` (e.g. a docs folder under version control).
+
+    Copies sweep.json, results.csv, summary.json/.csv, the report folder, and per finished run its
+    config, metrics, training log and per-dev-file metrics and per-question scores, in the sweep's own
+    layout (so the report's relative links and ``regtune report target`` keep working). Model weights,
+    checkpoints and predictions stay behind. Returns the files written.
+    """
+    from regtune.sweep import run_finished
+
+    root, target = Path(root), Path(target)
+    sweep, _ = _load_sweep(root)
+    if not (root / "summary.json").exists():
+        raise RegtuneError(f"{root}: no summary.json; run `regtune report {root}` first")
+    if target.resolve() == root.resolve():
+        raise RegtuneError(f"{target}: is the sweep folder itself; export to another folder")
+    sources = [root / name for name in ("sweep.json", "results.csv", "summary.json", "summary.csv")]
+    sources += sorted(p for p in (root / "report").iterdir() if p.is_file())
+    scored = sweep.scored_files()
+    for spec in sweep.runs():
+        if not run_finished(spec, scored):
+            continue
+        sources += [spec.dir / name for name in EXPORT_RUN_FILES]
+        sources += [spec.eval_dir(dev) / name for dev in scored for name in EXPORT_EVAL_FILES]
+    written = []
+    for source in sources:
+        if source.is_file():
+            written.append(atomic_write_bytes(target / source.relative_to(root), source.read_bytes()))
+    return written

@@ -294,6 +294,8 @@ def prepare_sweep_dir(sweep: SweepConfig) -> None:
                 f"{saved_file}: not a regtune sweep file ({err}); use a new --output-dir"
             ) from err
         current = sweep.results_dict()
+        if isinstance(saved, dict) and not saved.get("select_on"):
+            saved = {k: v for k, v in saved.items() if k != "validation_fraction"}  # meaningless there
         if saved != current:
             differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(
