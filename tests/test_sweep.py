@@ -545,3 +545,18 @@ def test_cli_report_on_a_real_sweep(
     assert cli.main(["report", str(finished_sweep.root / "runs")]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a sweep folder" in err[0]
+
+
+def test_ray_resource_requests_that_cannot_be_met_fail_at_once() -> None:
+    from regtune.sweep import check_ray_resources
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 4.0}},
+        {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # a dead node schedules nothing
+    ]
+    check_ray_resources(nodes, 8, 1)  # fits the second node
+    with pytest.raises(ConfigError, match=r"16 CPU\(s\).*largest live node has 8.*--threads"):
+        check_ray_resources(nodes, 16, 0)
+    with pytest.raises(ConfigError, match=r"2 GPU\(s\).*has 1.*--gpus-per-run"):
+        check_ray_resources(nodes, 1, 2)

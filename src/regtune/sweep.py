@@ -552,6 +552,22 @@ def _run_in_processes(
             raise
 
 
+def check_ray_resources(nodes: Sequence[Mapping[str, Any]], cpus: float, gpus: float) -> None:
+    """Fail now, not hang: Ray never schedules a task that asks for more than its largest node has.
+
+    Args:
+        nodes: ``ray.nodes()``: one mapping per node, with ``Alive`` and ``Resources`` (e.g. ``CPU``).
+    """
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive", True)]
+    for name, wanted, flag in (("CPU", cpus, "--threads"), ("GPU", gpus, "--gpus-per-run")):
+        largest = max((float(r.get(name, 0)) for r in alive), default=0.0)
+        if wanted > largest:
+            raise ConfigError(
+                f"each run asks Ray for {wanted:g} {name}(s), but the largest live node has {largest:g}; "
+                f"lower {flag}"
+            )
+
+
 def _run_on_ray(
     todo: Sequence[RunSpec],
     scored: dict[str, str],
@@ -568,6 +584,7 @@ def _run_on_ray(
     if not ray.is_initialized():
         # address=None starts a local instance; "auto" or "ray://host:10001" joins a running cluster.
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    check_ray_resources(ray.nodes(), threads, gpus)
     task = ray.remote(num_cpus=threads, num_gpus=gpus)(_run_job)
     specs = {spec.run_id: spec for spec in todo}
     pending = [task.remote(_spec_data(spec), scored, threads) for spec in todo]
