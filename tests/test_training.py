@@ -23,7 +23,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from conftest import FAST_TRAIN, FinishedRun, SquadPair
 from regtune import cli
-from regtune.config import TrainConfig
+from regtune.config import TRAIN_FLAGS, TrainConfig
 from regtune.data import read_squad
 from regtune.errors import RegtuneError
 from regtune.evaluation import QA_SETTINGS_KEY
@@ -195,7 +195,7 @@ def _cli_train_args(config: TrainConfig) -> list[str]:
         config.output_dir,
         "--no-progress",
     ]
-    for flag, (name, _type) in cli._TRAIN_OPTIONS.items():
+    for flag, (name, _type) in TRAIN_FLAGS.items():
         if name in FAST_TRAIN:
             argv += [flag, str(getattr(config, name))]
     return argv

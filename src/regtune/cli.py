@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from regtune import __version__
-from regtune.config import PRESETS, TrainConfig
+from regtune.config import GRID_FLAGS, PRESETS, TRAIN_FLAGS, TrainConfig
 from regtune.errors import RegtuneError
 from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
 
@@ -44,30 +44,6 @@ override the preset. Example:
       --dev ../shared/data/tydiqa-goldp/en/dev.json --output-dir runs/tau8
 """
 
-# CLI flag -> (TrainConfig field, type). Help texts come from the dataclass field metadata.
-_TRAIN_OPTIONS: dict[str, tuple[str, type]] = {
-    "--registers": ("num_registers", int),
-    "--placement": ("register_placement", str),
-    "--register-init": ("register_init", str),
-    "--register-lr": ("register_lr", float),
-    "--epochs": ("epochs", float),
-    "--max-steps": ("max_steps", int),
-    "--batch-size": ("batch_size", int),
-    "--lr": ("lr", float),
-    "--weight-decay": ("weight_decay", float),
-    "--warmup-ratio": ("warmup_ratio", float),
-    "--seed": ("seed", int),
-    "--max-length": ("max_length", int),
-    "--doc-stride": ("doc_stride", int),
-    "--eval-batch-size": ("eval_batch_size", int),
-    "--n-best": ("n_best", int),
-    "--max-answer-length": ("max_answer_length", int),
-    "--save-steps": ("save_steps", int),
-    "--logging-steps": ("logging_steps", int),
-    "--attn-implementation": ("attn_implementation", str),
-    "--attention-dropout": ("attention_dropout", float),
-    "--precision": ("precision", str),
-}
 _CHOICES = {
     "--placement": ["prepend", "after_cls"],
     "--register-init": ["trunc_normal", "tiny_normal", "vocab"],
@@ -118,7 +94,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--output-dir", required=True, help="run folder for config, metrics, predictions and model"
     )
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="recipe to start from")
-    for flag, (name, type_) in _TRAIN_OPTIONS.items():
+    for flag, (name, type_) in TRAIN_FLAGS.items():
         p.add_argument(
             flag, dest=name, type=type_, default=None, choices=_CHOICES.get(flag), help=_help(name)
         )
@@ -139,14 +115,6 @@ their last checkpoint. Example (train on en, score zero-shot on all nine TyDi la
       --train ../shared/data/tydiqa-goldp/en/train.json \\
       --dev ../shared/data/tydiqa-goldp/*/dev.json --output-dir runs/sweep-en
 """
-
-# Flags of regtune train that a sweep may vary: flag -> TrainConfig field.
-_GRID_FLAGS = {
-    "--lr": "lr",
-    "--register-lr": "register_lr",
-    "--placement": "register_placement",
-    "--register-init": "register_init",
-}
 
 
 def _at_least(least: int) -> Any:
@@ -198,10 +166,10 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="recipe every run starts from"
     )
-    for flag, (name, type_) in _TRAIN_OPTIONS.items():
+    for flag, (name, type_) in TRAIN_FLAGS.items():
         if name in ("num_registers", "seed"):
             continue
-        grid = flag in _GRID_FLAGS
+        grid = flag in GRID_FLAGS
         p.add_argument(
             flag,
             dest=name,
@@ -326,7 +294,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from regtune.config import resolve_config
     from regtune.training import train_qa
 
-    explicit: dict[str, Any] = {name: getattr(args, name) for name, _ in _TRAIN_OPTIONS.values()}
+    explicit: dict[str, Any] = {name: getattr(args, name) for name, _ in TRAIN_FLAGS.values()}
     explicit.update(pad_to_max_length=args.pad_to_max_length, group_by_length=args.group_by_length)
     explicit.update(strict=args.strict)
     config = resolve_config(
@@ -434,7 +402,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid: dict[str, list[Any]] = {}
     if len(args.model) > 1:
         grid["model"] = args.model
-    for name in _GRID_FLAGS.values():
+    for name in GRID_FLAGS.values():
         values = getattr(args, name)
         if values is not None and len(values) > 1:
             grid[name] = values
@@ -443,7 +411,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if len(args.model) == 1:
         options["model"] = args.model[0]
-    for name, _ in _TRAIN_OPTIONS.values():
+    for name, _ in TRAIN_FLAGS.values():
         if name in ("num_registers", "seed") or name in grid:
             continue
         value = getattr(args, name)

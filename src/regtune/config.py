@@ -149,6 +149,39 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Command-line flag -> (TrainConfig field, type) for `regtune train` and `regtune sweep`; help texts come
+#: from the field metadata. Also used to write a sweep's command line back (regtune.report).
+TRAIN_FLAGS: dict[str, tuple[str, type]] = {
+    "--registers": ("num_registers", int),
+    "--placement": ("register_placement", str),
+    "--register-init": ("register_init", str),
+    "--register-lr": ("register_lr", float),
+    "--epochs": ("epochs", float),
+    "--max-steps": ("max_steps", int),
+    "--batch-size": ("batch_size", int),
+    "--lr": ("lr", float),
+    "--weight-decay": ("weight_decay", float),
+    "--warmup-ratio": ("warmup_ratio", float),
+    "--seed": ("seed", int),
+    "--max-length": ("max_length", int),
+    "--doc-stride": ("doc_stride", int),
+    "--eval-batch-size": ("eval_batch_size", int),
+    "--n-best": ("n_best", int),
+    "--max-answer-length": ("max_answer_length", int),
+    "--save-steps": ("save_steps", int),
+    "--logging-steps": ("logging_steps", int),
+    "--attn-implementation": ("attn_implementation", str),
+    "--attention-dropout": ("attention_dropout", float),
+    "--precision": ("precision", str),
+}
+#: The flags of regtune train that a sweep may vary with comma-separated values: flag -> field.
+GRID_FLAGS: dict[str, str] = {
+    "--lr": "lr",
+    "--register-lr": "register_lr",
+    "--placement": "register_placement",
+    "--register-init": "register_init",
+}
+
 
 def resolve_config(preset: str = "default", **explicit: Any) -> TrainConfig:
     """The preset's values, then every explicitly given (non-None) option on top."""

@@ -866,9 +866,9 @@ def command_line(sweep: Mapping[str, Any]) -> str:
     Execution-only flags (--jobs, --launcher, --save-steps, ...) do not change results and are not
     recorded in sweep.json, so they are not shown.
     """
-    from regtune.cli import _GRID_FLAGS, _TRAIN_OPTIONS
+    from regtune.config import GRID_FLAGS, TRAIN_FLAGS
 
-    flags = {name: flag for flag, (name, _) in _TRAIN_OPTIONS.items()}
+    flags = {name: flag for flag, (name, _) in TRAIN_FLAGS.items()}
     grid = sweep.get("grid", {})
     words = ["regtune", "sweep"]
     if "model" in grid:
@@ -881,7 +881,7 @@ def command_line(sweep: Mapping[str, Any]) -> str:
     words += ["--output-dir", "DIR"]
     if sweep.get("preset", "default") != "default":
         words += ["--preset", str(sweep["preset"])]
-    for flag, name in _GRID_FLAGS.items():
+    for flag, name in GRID_FLAGS.items():
         if name in grid:
             words += [flag, ",".join(map(str, grid[name]))]
     for name, value in sweep.get("options", {}).items():
