@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 from regtune.config import resolve_config
 from regtune.data import load_examples
 from regtune.hub import load_tokenizer
-from train_throughput import Arm, Trainee, build_workload, load_stock_model, train_file
+from train_throughput import Arm, Trainee, build_workload, load_stock_model, set_attention_dropout, train_file
 
 #: arm -> (attention-probability dropout, every other dropout)
 VARIANTS = {"default": (0.1, 0.1), "attention_dropout_0": (0.0, 0.1), "all_dropout_0": (0.0, 0.0)}
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for module in stock.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = other
-        for layer in stock.base_model.encoder.layer:  # BERT-family layout: the bundled model is a BERT
-            layer.attention.self.dropout.p = attention
+        set_attention_dropout(stock, attention)
         trainees[name] = Trainee(Arm(name, "default", args.registers), stock, config, timed, 42)
         for batch in warmup:
             trainees[name].step(batch)

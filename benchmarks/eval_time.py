@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from regtune.evaluation import QASettings, evaluate_qa
 from regtune.hub import load_tokenizer
 from regtune.precision import resolve_precision
 from regtune.registers import add_registers, load_model
-from train_throughput import DEFAULT_DATA_DIR, REPO_ROOT, load_stock_model
+from train_throughput import DEFAULT_DATA_DIR, load_stock_model, tydi_file
 
 TARGET_SECONDS = 20.0
 
@@ -60,18 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def dev_file(path: str | None) -> Path:
-    if path is not None:
-        return Path(path)
-    root = os.environ.get("REGTUNE_DATA_DIR") or str(REPO_ROOT / DEFAULT_DATA_DIR)
-    return Path(root) / "en" / "dev.json"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     hf_logging.set_verbosity_error()
     try:
-        examples = load_examples(dev_file(args.dev)).examples
+        examples = load_examples(Path(args.dev) if args.dev else tydi_file(None, "dev.json")).examples
         if args.model:
             model, tokenizer = load_model(args.model), load_tokenizer(args.model)
         else:

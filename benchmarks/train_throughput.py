@@ -251,9 +251,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_file(data_dir: str | None) -> Path:
     """``<data dir>/en/train.json``; an explicit relative --data-dir is relative to the working directory."""
+    return tydi_file(data_dir, "train.json")
+
+
+def tydi_file(data_dir: str | None, name: str) -> Path:
+    """``<data dir>/en/<name>``, the data dir defaulting to $REGTUNE_DATA_DIR, else ../shared's copy."""
     if data_dir is None:
         data_dir = os.environ.get("REGTUNE_DATA_DIR") or str(REPO_ROOT / DEFAULT_DATA_DIR)
-    path = Path(data_dir).expanduser() / LANGUAGE / "train.json"
+    path = Path(data_dir).expanduser() / LANGUAGE / name
     if not path.is_file():
         raise RegtuneError(
             f"{path}: no such file; pass --data-dir (or set REGTUNE_DATA_DIR) to the TyDi folder"

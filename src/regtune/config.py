@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from regtune.errors import ConfigError, check_known_fields
-from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
+from regtune.precision import check_attn_implementation, check_precision
 from regtune.registers import RegisterConfig
 
 
@@ -98,13 +98,8 @@ class TrainConfig:
             raise ConfigError("give --epochs > 0 or --max-steps > 0")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ConfigError(
-                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
-                f"got {self.attn_implementation!r}"
-            )
+        check_precision(self.precision)
+        check_attn_implementation(self.attn_implementation)
         # Validates count, placement and init with the register module's own rules.
         self.registers()
 

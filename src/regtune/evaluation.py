@@ -13,11 +13,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from regtune.data import QAExample
-from regtune.errors import ConfigError
 from regtune.features import QACollator, length_sorted_batches, prepare_eval_features
 from regtune.metrics import squad_scores
 from regtune.postprocess import Prediction, postprocess_qa_predictions
-from regtune.precision import PRECISIONS, autocast_context
+from regtune.precision import autocast_context, check_precision
 
 if TYPE_CHECKING:
     from regtune.config import TrainConfig
@@ -39,8 +38,7 @@ class QASettings:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        check_precision(self.precision)
 
     @classmethod
     def from_train_config(cls, config: TrainConfig) -> QASettings:

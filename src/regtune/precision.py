@@ -17,6 +17,22 @@ from regtune.errors import ConfigError
 
 #: What a user may ask for.
 PRECISIONS = ("auto", "bf16", "fp32")
+#: Attention implementations a user may ask for; 'auto' is resolved by :func:`resolve_attn_implementation`.
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
+
+def check_precision(precision: str) -> None:
+    """Raise ConfigError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def check_attn_implementation(name: str) -> None:
+    """Raise ConfigError unless ``name`` is one of :data:`ATTN_IMPLEMENTATIONS`."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(
+            f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; got {name!r}"
+        )
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -37,8 +53,7 @@ def resolve_precision(precision: str, device_type: str) -> Literal["bf16", "fp32
     Raises:
         ConfigError: unknown ``precision``, or ``bf16`` asked for on a GPU without bf16.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    check_precision(precision)
     if precision == "fp32":
         return "fp32"
     if device_type == "cuda":
@@ -54,10 +69,6 @@ def resolve_precision(precision: str, device_type: str) -> Literal["bf16", "fp32
     return "fp32"
 
 
-#: Attention implementations a user may ask for; 'auto' is resolved by :func:`resolve_attn_implementation`.
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
-
-
 def resolve_attn_implementation(requested: str, device_type: str, precision: str) -> str:
     """The attention implementation a training run uses: 'auto' -> eager for bf16 on CPU, else sdpa.
 
@@ -66,10 +77,7 @@ def resolve_attn_implementation(requested: str, device_type: str, precision: str
     TyDi en batches, τ=8: eager takes 0.82x sdpa's step time in bf16, but 1.11x in fp32, where the fused
     kernel wins. GPUs always get sdpa (flash / memory-efficient kernels).
     """
-    if requested not in ATTN_IMPLEMENTATIONS:
-        raise ConfigError(
-            f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; got {requested!r}"
-        )
+    check_attn_implementation(requested)
     if requested != "auto":
         return requested
     bf16_on_cpu = device_type == "cpu" and resolve_precision(precision, device_type) == "bf16"

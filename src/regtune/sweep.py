@@ -118,7 +118,7 @@ class SweepConfig:
             if spec.run_id in seen:
                 raise ConfigError(
                     f"grid points {seen[spec.run_id]} and {spec.point} would share the run id "
-                    f"'{spec.run_id}'; give the models distinct folder names"
+                    f"'{spec.run_id}'; change one of the values"
                 )
             seen[spec.run_id] = spec.point
 
@@ -294,8 +294,6 @@ def prepare_sweep_dir(sweep: SweepConfig) -> None:
                 f"{saved_file}: not a regtune sweep file ({err}); use a new --output-dir"
             ) from err
         current = sweep.results_dict()
-        if isinstance(saved, dict) and not saved.get("select_on"):
-            saved = {k: v for k, v in saved.items() if k != "validation_fraction"}  # meaningless there
         if saved != current:
             differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ConfigError(
