@@ -127,6 +127,9 @@ class RegisterTokens(nn.Module):
         super().__init__()
         self.config = config
         self.tokens = nn.Parameter(torch.empty(config.num_registers, hidden_size))
+        # Set only inside `register_intervention` (ablations, attribution baselines); never saved.
+        self.values_override: torch.Tensor | None = None  # (R, H) or (B, R, H)
+        self.keep_override: torch.Tensor | None = None  # (R,) bool; False masks a register out
 
     @property
     def num_registers(self) -> int:
@@ -137,7 +140,10 @@ class RegisterTokens(nn.Module):
         if self.num_registers == 0:
             return hidden  # τ=0 costs nothing, not even a copy
         at = self.config.insert_at
-        regs = self.tokens.to(hidden.dtype).unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        regs = self.tokens if self.values_override is None else self.values_override
+        if regs.dim() == 2:
+            regs = regs.unsqueeze(0)
+        regs = regs.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
         return torch.cat([hidden[:, :at], regs, hidden[:, at:]], dim=1)
 
     def extend_mask(self, mask: torch.Tensor) -> torch.Tensor:
@@ -146,10 +152,53 @@ class RegisterTokens(nn.Module):
             return mask
         at = self.config.insert_at
         ones = mask.new_ones(mask.shape[0], self.num_registers)
+        if self.keep_override is not None:
+            ones = ones * self.keep_override.to(device=mask.device, dtype=mask.dtype)
         return torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1)
 
     def extra_repr(self) -> str:
         return f"num_registers={self.num_registers}, placement={self.config.placement.value}"
+
+
+@contextlib.contextmanager
+def register_intervention(
+    model: nn.Module,
+    *,
+    values: torch.Tensor | None = None,
+    keep: torch.Tensor | list[bool] | None = None,
+) -> Iterator[None]:
+    """Run ``model`` with its registers replaced or masked out, for ablations and attribution baselines.
+
+    Args:
+        model: a model returned by :func:`add_registers` or :func:`load_model`.
+        values: used instead of the learned vectors: (R, H) for every row of a batch, or (B, R, H) one set
+            per row. Gradients flow into it, not into the learned tokens.
+        keep: (R,) booleans; a False register is masked out of attention (no token can attend to it), as if
+            it were padding.
+
+    The learned tokens are untouched, and the override is removed when the block exits, even on error.
+    """
+    module = get_register_module(model)
+    if module is None or module.num_registers == 0:
+        if (values is not None and values.numel()) or (keep is not None and len(keep)):
+            raise RegtuneError("this model has no registers to replace or mask")
+        yield
+        return
+    r, h = module.tokens.shape
+    if values is not None and (values.dim() not in (2, 3) or tuple(values.shape[-2:]) != (r, h)):
+        raise RegtuneError(
+            f"register values must have shape (R, H) or (B, R, H) = (..., {r}, {h}), "
+            f"got {tuple(values.shape)}"
+        )
+    keep_tensor = None if keep is None else torch.as_tensor(keep, dtype=torch.bool).flatten()
+    if keep_tensor is not None and keep_tensor.numel() != r:
+        raise RegtuneError(f"keep needs one flag per register ({r}), got {keep_tensor.numel()}")
+    previous = module.values_override, module.keep_override
+    module.values_override, module.keep_override = values, keep_tensor
+    try:
+        yield
+    finally:
+        module.values_override, module.keep_override = previous
 
 
 def register_slice(
@@ -158,6 +207,12 @@ def register_slice(
     """Positions of the registers in a full (registers + text) sequence."""
     at = RegisterConfig(num_registers=num_registers, placement=placement).insert_at
     return slice(at, at + num_registers)
+
+
+def full_position(registers: int | RegisterConfig | nn.Module, text_index: int) -> int:
+    """Index in the full (registers + text) sequence of text token ``text_index``."""
+    config = _resolve_config(registers)
+    return text_index if text_index < config.insert_at else text_index + config.num_registers
 
 
 def _resolve_config(registers: int | RegisterConfig | nn.Module) -> RegisterConfig:

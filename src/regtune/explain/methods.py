@@ -1,0 +1,306 @@
+"""Attribution methods for extractive QA, one class per method behind one captum-style contract.
+
+Every method answers ``attribute(inputs, target=...)`` with an :class:`Attribution`: one score per text
+token of the window (aligned by text-token index, so models with different τ compare directly) and the
+registers' scores apart. What is explained is a logit of the model's own predicted span in the window:
+its start logit, its end logit, or their sum (``span``, the score post-processing ranks answers by).
+
+Input checks live in :meth:`AttributionMethod.attribute`; the math in each ``_attribute``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from regtune.errors import ConfigError, RegtuneWarning
+from regtune.explain.attention import explain_attention
+from regtune.explain.inputs import ExplainInput, predicted_span
+from regtune.registers import (
+    _entry_module,
+    full_position,
+    get_register_config,
+    register_intervention,
+    split_registers,
+)
+
+Target = Literal["start", "end", "span"]
+TARGETS: tuple[str, ...] = ("start", "end", "span")
+RegisterBaseline = Literal["learned", "zero", "mean"]
+
+#: IG warns when the completeness gap exceeds this share of |F(x) - F(baseline)|.
+MAX_RELATIVE_DELTA = 0.05
+
+
+@dataclass
+class Attribution:
+    """Scores of one method for one question and one model.
+
+    Attributes:
+        question_id: The explained question.
+        method: ``ig``, ``attn-grad`` or ``lrp``.
+        target: ``start``, ``end`` or ``span``.
+        span: The explained predicted span, inclusive text-token indices.
+        text: (N,) one score per text token, window order ([CLS]/[SEP] and question tokens included).
+        registers: (R,) one score per register (empty for τ=0).
+        output: F(x), the explained logit (sum) at the input.
+        convergence_delta: IG only: |Σ attributions - (F(x) - F(baseline))| / |F(x) - F(baseline)|.
+        buckets: LRP only: relevance summed over text tokens, [CLS]/[SEP], registers, and the leak
+            (F(x) minus all relevance).
+    """
+
+    question_id: str
+    method: str
+    target: str
+    span: tuple[int, int]
+    text: np.ndarray
+    registers: np.ndarray
+    output: float
+    convergence_delta: float | None = None
+    buckets: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def normalized(self) -> np.ndarray:
+        """Text scores scaled so that Σ|a| = 1 over text tokens (zeros stay zeros)."""
+        total = float(np.abs(self.text).sum())
+        return self.text / total if total > 0 else self.text.copy()
+
+    @property
+    def register_share(self) -> float:
+        """Share of all absolute attribution that lands on registers (0 for τ=0)."""
+        text, regs = float(np.abs(self.text).sum()), float(np.abs(self.registers).sum())
+        return regs / (text + regs) if text + regs > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question_id": self.question_id,
+            "method": self.method,
+            "target": self.target,
+            "span": list(self.span),
+            "output": self.output,
+            "text": [round(float(v), 7) for v in self.text],
+            "registers": [round(float(v), 7) for v in self.registers],
+            "register_share": self.register_share,
+            "convergence_delta": self.convergence_delta,
+            "buckets": self.buckets,
+        }
+
+
+def target_score(start: torch.Tensor, end: torch.Tensor, span: tuple[int, int], target: str) -> torch.Tensor:
+    """The explained output per row: start (B, N) and end (B, N) logits -> (B,)."""
+    if target == "start":
+        return start[:, span[0]]
+    if target == "end":
+        return end[:, span[1]]
+    return start[:, span[0]] + end[:, span[1]]
+
+
+class AttributionMethod(ABC):
+    """Base class: input checks and the predicted span here, the method in :meth:`_attribute`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        self.num_registers = get_register_config(model).num_registers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def attribute(
+        self, inputs: ExplainInput, target: Target = "span", span: tuple[int, int] | None = None
+    ) -> Attribution:
+        """Explain ``target`` of the predicted span (or of ``span``) on one window.
+
+        Args:
+            inputs: The window, from :func:`regtune.explain.inputs.build_explain_inputs`.
+            target: ``start``, ``end`` or ``span`` (start + end logit).
+            span: Inclusive text-token indices to explain instead of the model's prediction.
+        """
+        if target not in TARGETS:
+            raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
+        self.model.eval()
+        if span is None:
+            span = predicted_span(self.model, inputs)
+        if not (0 <= span[0] <= span[1] < len(inputs)):
+            raise ConfigError(
+                f"{inputs.question_id}: span {span} is outside the window of {len(inputs)} tokens"
+            )
+        return self._attribute(inputs, target, span)
+
+    @abstractmethod
+    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution: ...
+
+    def _split(self, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(R+N,) full-sequence scores -> ((N,) text, (R,) registers) as float64 arrays."""
+        regs, text = split_registers(scores.detach().float().cpu(), self.model, dim=0)
+        return text.numpy().astype(np.float64), regs.numpy().astype(np.float64)
+
+
+class IntegratedGradients(AttributionMethod):
+    """Integrated Gradients (Sundararajan et al. 2017, arXiv:1703.01365) on the embedding output.
+
+    Captum's ``LayerIntegratedGradients`` interpolates the output of the module that feeds the first
+    transformer layer, registers included, between a baseline and the input. The baseline input is
+    ``[CLS] [PAD]... [SEP] [PAD]... [SEP]`` (special tokens kept, every text token padded), as in Captum's
+    BERT-SQuAD tutorial. Its registers are the learned ones by default, so they cancel and completeness
+    covers the text tokens; ``register_baseline='zero'`` or ``'mean'`` (every register replaced by the
+    registers' mean) measures what the registers themselves contribute.
+
+    Args:
+        model: A QA model (any supported architecture, any τ).
+        n_steps: Riemann steps of the path integral.
+        internal_batch_size: Interpolation steps per forward pass.
+        register_baseline: ``learned``, ``zero`` or ``mean``.
+    """
+
+    name = "ig"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        n_steps: int = 50,
+        internal_batch_size: int = 16,
+        register_baseline: RegisterBaseline = "learned",
+    ) -> None:
+        super().__init__(model)
+        if n_steps < 2 or internal_batch_size < 1:
+            raise ConfigError(
+                f"need n_steps >= 2 and internal_batch_size >= 1, got {n_steps}, {internal_batch_size}"
+            )
+        if register_baseline not in ("learned", "zero", "mean"):
+            raise ConfigError(f"register_baseline must be learned, zero or mean, got {register_baseline!r}")
+        self.n_steps = n_steps
+        self.internal_batch_size = internal_batch_size
+        self.register_baseline = register_baseline
+
+    def _baseline_registers(self) -> torch.Tensor | None:
+        if self.num_registers == 0 or self.register_baseline == "learned":
+            return None
+        learned = self.model.base_model.registers.tokens.detach()  # (R, H)
+        if self.register_baseline == "zero":
+            return torch.zeros_like(learned)
+        return learned.mean(dim=0, keepdim=True).expand_as(learned).clone()
+
+    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
+        from captum.attr import LayerIntegratedGradients
+
+        model = self.model
+        batch = inputs.batch(self.device)
+        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        special = torch.tensor([k in ("cls", "sep") for k in inputs.kinds], device=self.device)
+        baseline_ids = torch.where(special, batch["input_ids"], torch.full_like(batch["input_ids"], pad_id))
+        baseline_regs = self._baseline_registers()
+        extra = {k: v for k, v in batch.items() if k != "input_ids"}
+
+        def forward(input_ids: torch.Tensor, registers: torch.Tensor | None = None) -> torch.Tensor:
+            rows = input_ids.shape[0]
+            kwargs = {k: v.expand(rows, -1) for k, v in extra.items()}
+            with register_intervention(model, values=registers):
+                out = model(input_ids=input_ids, **kwargs)
+            return target_score(out.start_logits.float(), out.end_logits.float(), span, target)
+
+        if baseline_regs is None:
+            call_inputs: tuple[torch.Tensor, ...] = (batch["input_ids"],)
+            call_baselines: tuple[torch.Tensor, ...] = (baseline_ids,)
+        else:
+            learned = model.base_model.registers.tokens.detach()[None]  # (1, R, H)
+            call_inputs = (batch["input_ids"], learned)
+            call_baselines = (baseline_ids, baseline_regs[None])
+        layer = _entry_module(model.base_model)
+        lig = LayerIntegratedGradients(forward, layer)
+        with torch.enable_grad():
+            attributions, delta = lig.attribute(
+                inputs=call_inputs,
+                baselines=call_baselines,
+                n_steps=self.n_steps,
+                internal_batch_size=self.internal_batch_size,
+                return_convergence_delta=True,
+            )
+        with torch.no_grad():
+            f_input = float(forward(*call_inputs)[0])
+            f_baseline = float(forward(*call_baselines)[0])
+        scores = attributions[0].sum(dim=-1)  # (1, R+N, H) -> (R+N,)
+        gap = abs(f_input - f_baseline)
+        relative = abs(float(delta[0])) / gap if gap > 0 else math.inf
+        if relative > MAX_RELATIVE_DELTA:
+            warnings.warn(
+                f"{inputs.question_id}: IG completeness gap is {relative:.1%} of |F(x) - F(baseline)| "
+                f"(> {MAX_RELATIVE_DELTA:.0%}); raise n_steps",
+                RegtuneWarning,
+                stacklevel=3,
+            )
+        text, regs = self._split(scores)
+        return Attribution(
+            inputs.question_id,
+            self.name,
+            target,
+            span,
+            text,
+            regs,
+            f_input,
+            convergence_delta=relative,
+            extra={
+                "baseline_output": f_baseline,
+                "register_baseline": self.register_baseline,
+                "n_steps": self.n_steps,
+            },
+        )
+
+
+class AttentionGradient(AttributionMethod):
+    """Attention-gradient relevance (Chefer, Gur, Wolf 2021, https://arxiv.org/abs/2103.15679).
+
+    With A_l the attention probabilities of layer l (heads, S, S) and G_l their gradient w.r.t. the
+    target: R starts as the identity (S, S) and, layer by layer from the input, R += mean_heads(
+    clamp(G_l ⊙ A_l, min=0)) @ R. The explanation is the row of the predicted start token (``start``),
+    end token (``end``) or the mean of both rows (``span``), minus the identity's own 1 on that token: it
+    says how much each token fed the token that makes the prediction. Needs only the stock model's
+    attention probabilities and their gradients (see :mod:`regtune.explain.attention`).
+    """
+
+    name = "attn-grad"
+
+    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
+        config = get_register_config(self.model)
+        with torch.enable_grad(), explain_attention(self.model, record=True) as state:
+            out = self.model(**inputs.batch(self.device))
+            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+            grads = torch.autograd.grad(score, state.probs)
+            score = score.detach()
+        relevance = attention_gradient_rollout(
+            [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
+        )
+        rows = {"start": [span[0]], "end": [span[1]], "span": [span[0], span[1]]}[target]
+        full_rows = [full_position(config, r) for r in rows]
+        eye = torch.eye(relevance.shape[0])
+        scores = (relevance - eye)[full_rows].mean(dim=0)  # (S,)
+        text, regs = self._split(scores)
+        return Attribution(inputs.question_id, self.name, target, span, text, regs, score.item())
+
+
+def attention_gradient_rollout(probs: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """Chefer et al.'s rule: R = I; per layer R += mean_heads(clamp(G ⊙ A, min=0)) @ R.
+
+    Args:
+        probs: Per layer, attention probabilities (heads, S, S), input layer first.
+        grads: Their gradients, same shapes.
+
+    Returns:
+        R, shape (S, S).
+    """
+    size = probs[0].shape[-1]
+    relevance = torch.eye(size, dtype=probs[0].dtype)
+    for attention, grad in zip(probs, grads, strict=True):
+        cam = (grad * attention).clamp(min=0).mean(dim=0)  # (S, S)
+        relevance = relevance + cam @ relevance
+    return relevance
