@@ -1,4 +1,5 @@
-"""``regtune`` command line: a thin layer over the library (train, evaluate, predict).
+"""``regtune`` command line: a thin layer over the library (train, evaluate, predict, sweep, report,
+explain, analyze).
 
 User mistakes (bad files, bad options) print one line ``regtune: error: ...`` and exit with status 2;
 nothing the user did wrong shows a traceback.
@@ -275,6 +276,113 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object with answer, score, start, end")
 
 
+_EXPLAIN_EPILOG = """\
+Methods: 'ig' (Integrated Gradients on the embedding output, Captum), 'attn-grad' (Chefer et al. 2021
+attention-gradient relevance) and 'lrp' (AttnLRP-style LRP with a conservation check). Every method
+explains the predicted span's logit in one fixed window per question (the one holding the gold answer),
+so models of one base with different register counts align token by token. Example:
+
+  regtune explain --model runs/tau0/model --compare runs/tau8/model \\
+      --dev ../shared/data/tydiqa-goldp/en/dev.json --num-examples 200 --output-dir runs/explain
+
+Writes summary.json/.csv (means, 95 % bootstrap CIs, paired B-A tests), attributions.json, PNG plots,
+index.html (heat maps) and, with --compare, compare.html. Rerun the same command to resume.
+"""
+
+
+def _add_explain_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="attribution heat maps and their focus/faithfulness numbers, for one model or two",
+        description="Attribute a QA model's predicted spans on dev questions (IG, attention-gradient, LRP) "
+        "and measure focus, faithfulness (AOPC), plausibility and register share; with --compare, "
+        "the same for a second model, their agreement, and paired tests of B against A.",
+        epilog=_EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model A: a folder written by regtune train (DIR/model)")
+    p.add_argument("--compare", metavar="MODEL", help="model B, compared against A on the same questions")
+    p.add_argument("--dev", required=True, help="SQuAD-1.1 JSON file with the questions")
+    p.add_argument("--output-dir", required=True, help="where results go (rerun the same command to resume)")
+    p.add_argument(
+        "--method",
+        type=_comma_list(str),
+        default=["ig", "attn-grad", "lrp"],
+        help="comma-separated methods: ig, attn-grad, lrp (default: all three)",
+    )
+    p.add_argument(
+        "--num-examples",
+        type=_at_least(0),
+        default=200,
+        help="questions in the fixed random sample; 0 = the whole file (default: 200)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the question sample and bootstrap (default: 0)"
+    )
+    p.add_argument(
+        "--target",
+        choices=["start", "end", "span"],
+        default="span",
+        help="explained logit: start, end, or span = start + end (default: span)",
+    )
+    p.add_argument("--n-steps", type=_at_least(2), default=50, help="IG path steps (default: 50)")
+    p.add_argument(
+        "--internal-batch-size", type=_at_least(1), default=16, help="IG steps per forward pass (default: 16)"
+    )
+    p.add_argument(
+        "--register-baseline",
+        choices=["learned", "zero", "mean"],
+        default="learned",
+        help="IG baseline registers: 'learned' (default) keeps them, so completeness covers "
+        "text; 'zero'/'mean' measure the registers' own contribution",
+    )
+    p.add_argument(
+        "--lrp-rule",
+        choices=["attnlrp", "cp"],
+        default="attnlrp",
+        help="LRP through attention: 'attnlrp' (Achtibat et al. 2024) or 'cp' (probabilities "
+        "held constant, Ali et al. 2022; exactly conservative) (default: attnlrp)",
+    )
+    p.add_argument(
+        "--labels",
+        type=_comma_list(str),
+        help="names of A and B on pages and plots (default: tau<R> of each model)",
+    )
+    p.add_argument("--n-boot", type=_at_least(100), default=2000, help="bootstrap replicates (default: 2000)")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="high-norm artifact tokens, attention sinks and per-register roles",
+        description="Per layer: token output norms and high-norm outliers by token kind, the attention "
+        "mass each kind receives (sinks) and attention entropy per head; per register: attention "
+        "received, register-register similarity, most-attended tokens, and inference-time ablation "
+        "(zero / mean / masked) with its F1 change. With --compare, the same for a second model "
+        "side by side (e.g. tau=0 against tau=8).",
+    )
+    p.add_argument("--model", required=True, help="a folder written by regtune train (DIR/model)")
+    p.add_argument("--compare", metavar="MODEL", help="a second model, shown side by side")
+    p.add_argument("--dev", required=True, help="SQuAD-1.1 JSON file")
+    p.add_argument("--output-dir", required=True, help="where analysis.json, PNG plots and index.html go")
+    p.add_argument(
+        "--num-examples",
+        type=_at_least(0),
+        default=200,
+        help="questions for the norm/attention statistics; 0 = all (default: 200)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the question sample (default: 0)")
+    p.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the register ablation (a full dev evaluation per register and mode)",
+    )
+    p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regtune", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -287,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_parser(sub)
     _add_sweep_parser(sub)
     _add_report_parser(sub)
+    _add_explain_parser(sub)
+    _add_analyze_parser(sub)
     return parser
 
 
@@ -459,12 +569,64 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from regtune.explain.run import run_explain
+
+    labels = tuple(args.labels) if args.labels else None
+    if labels is not None and len(labels) != (2 if args.compare else 1):
+        raise RegtuneError(
+            f"--labels needs {2 if args.compare else 1} comma-separated names, got {args.labels}"
+        )
+    out = run_explain(
+        model=args.model,
+        compare=args.compare,
+        dev=args.dev,
+        output_dir=Path(args.output_dir),
+        methods=args.method,
+        num_examples=args.num_examples or None,
+        seed=args.seed,
+        target=args.target,
+        n_steps=args.n_steps,
+        internal_batch_size=args.internal_batch_size,
+        register_baseline=args.register_baseline,
+        lrp_rule=args.lrp_rule,
+        labels=labels,
+        n_boot=args.n_boot,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    for name, path in out.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from regtune.explain.run import run_analyze
+
+    out = run_analyze(
+        model=args.model,
+        compare=args.compare,
+        dev=args.dev,
+        output_dir=Path(args.output_dir),
+        num_examples=args.num_examples or None,
+        seed=args.seed,
+        ablation=not args.no_ablation,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    for name, path in out.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "predict": _cmd_predict,
     "sweep": _cmd_sweep,
     "report": _cmd_report,
+    "explain": _cmd_explain,
+    "analyze": _cmd_analyze,
 }
 
 

@@ -329,6 +329,93 @@ def score_matrix(
     return matrix, ids
 
 
+@dataclass(frozen=True)
+class MeanInterval:
+    """The mean of per-question values of one model, with a question-bootstrap interval (natural scale).
+
+    Attributes:
+        mean: Mean over the questions with a finite value.
+        ci_low: Lower end of the percentile interval; NaN with fewer than two values.
+        ci_high: Upper end of the percentile interval; NaN with fewer than two values.
+        n: Number of questions with a finite value (NaN values mark undefined ones and are left out).
+    """
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``mean(treatment - baseline)`` over questions where both are finite, with interval and p-value."""
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+
+
+def mean_interval(
+    values: npt.ArrayLike,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> MeanInterval:
+    """Mean and question-bootstrap interval of one model's per-question values (any scale).
+
+    Unlike :func:`summarize` this has no seed level: it describes *one* model (e.g. one checkpoint's
+    attribution focus), so its interval covers question sampling only. NaN values are left out.
+    """
+    _check_options(n_boot, confidence)
+    finite = _finite_vector(values, "values")
+    if finite.size == 0:
+        return MeanInterval(math.nan, math.nan, math.nan, 0)
+    mean = float(finite.mean())
+    if finite.size < 2:
+        return MeanInterval(mean, math.nan, math.nan, int(finite.size))
+    replicates = _bootstrap_means(finite, n_boot, _as_rng(rng))
+    low, high = _percentile_interval(replicates, confidence)
+    return MeanInterval(mean, low, high, int(finite.size))
+
+
+def paired_difference(
+    treatment: npt.ArrayLike,
+    baseline: npt.ArrayLike,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> PairedDifference:
+    """Paired question-bootstrap comparison of two models' per-question values (any scale).
+
+    Questions where either value is NaN are dropped from both. The p-value is computed from the replicates
+    as in :func:`compare` (twice the smaller tail beyond 0, with the +1 correction). One model per arm
+    means the interval says nothing about training-seed noise: it answers "do these two checkpoints
+    differ on this population of questions", not "does the setting differ".
+    """
+    _check_options(n_boot, confidence)
+    treated = _finite_vector(treatment, "treatment", drop=False)
+    base = _finite_vector(baseline, "baseline", drop=False)
+    if treated.shape != base.shape:
+        raise DataError(
+            f"treatment and baseline must have one value per question; got {treated.size} and {base.size}"
+        )
+    both = np.isfinite(treated) & np.isfinite(base)
+    differences = treated[both] - base[both]
+    if differences.size < 2:
+        delta = float(differences.mean()) if differences.size else math.nan
+        return PairedDifference(delta, math.nan, math.nan, math.nan, int(differences.size))
+    replicates = _bootstrap_means(differences, n_boot, _as_rng(rng))
+    low, high = _percentile_interval(replicates, confidence)
+    below = int(np.count_nonzero(replicates <= 0.0))
+    above = int(np.count_nonzero(replicates >= 0.0))
+    p_value = min(1.0, 2.0 * (min(below, above) + 1) / (n_boot + 1))
+    return PairedDifference(float(differences.mean()), low, high, p_value, int(differences.size))
+
+
 # --- internals -------------------------------------------------------------------------------------------
 
 
@@ -416,3 +503,27 @@ def _check_scores(scores: npt.ArrayLike, name: str) -> np.ndarray:
             f"[{matrix.min():g}, {matrix.max():g}] (0..100 scores? divide by 100)"
         )
     return matrix
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` means of resamples (with replacement) of the 1-D ``values``, chunked by memory."""
+    n = values.size
+    means = np.empty(n_boot, dtype=np.float64)
+    rows_per_chunk = max(1, _CHUNK_BYTES // (16 * n))
+    for start in range(0, n_boot, rows_per_chunk):
+        stop = min(n_boot, start + rows_per_chunk)
+        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return means
+
+
+def _finite_vector(values: npt.ArrayLike, name: str, *, drop: bool = True) -> np.ndarray:
+    """``values`` as a 1-D float64 array without infinities; NaN (undefined) dropped when ``drop``."""
+    try:
+        vector = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a 1-D numeric array, one value per question") from None
+    if vector.ndim != 1:
+        raise DataError(f"{name} must be 1-D, one value per question; got shape {vector.shape}")
+    if np.isinf(vector).any():
+        raise DataError(f"{name} has infinite values")
+    return vector[np.isfinite(vector)] if drop else vector

@@ -85,8 +85,9 @@ class Attribution:
             "target": self.target,
             "span": list(self.span),
             "output": self.output,
-            "text": [round(float(v), 7) for v in self.text],
-            "registers": [round(float(v), 7) for v in self.registers],
+            # 5 significant digits: plenty for maps and metrics, and it keeps 200-question files small.
+            "text": [float(f"{v:.5g}") for v in self.text],
+            "registers": [float(f"{v:.5g}") for v in self.registers],
             "register_share": self.register_share,
             "convergence_delta": self.convergence_delta,
             "buckets": self.buckets,
