@@ -280,6 +280,16 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path, bad: dict[str, Any]) 
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    import os
+
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    mode = os.stat(tmp_path / "atomic.txt").st_mode & 0o777
+    assert mode == os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    assert mode & 0o044  # readable by others under the usual umask, unlike mkstemp's 0600
+
+
 def test_atomic_write_text_failure_on_a_new_file_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(UnicodeEncodeError):
         atomic_write_text(tmp_path / "log.txt", "ok\ud800")

@@ -349,6 +349,12 @@ def _add_explain_parser(sub: argparse._SubParsersAction) -> None:
         help="names of A and B on pages and plots (default: tau<R> of each model)",
     )
     p.add_argument("--n-boot", type=_at_least(100), default=2000, help="bootstrap replicates (default: 2000)")
+    p.add_argument(
+        "--page-questions",
+        type=_at_least(1),
+        default=50,
+        help="questions drawn as heat maps on the HTML pages; all are scored (default: 50)",
+    )
     p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -592,6 +598,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         lrp_rule=args.lrp_rule,
         labels=labels,
         n_boot=args.n_boot,
+        page_questions=args.page_questions,
         strict=args.strict,
         progress=not args.no_progress,
     )

@@ -381,10 +381,15 @@ def run_explain(
     lrp_rule: str = "attnlrp",
     labels: tuple[str, ...] | None = None,
     n_boot: int = 2000,
+    page_questions: int = 50,
     strict: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """The whole ``regtune explain`` job; returns the files written, by name."""
+    """The whole ``regtune explain`` job; returns the files written, by name.
+
+    Every question is attributed and scored; the HTML pages show the first ``page_questions`` of them
+    (a 200-question, 3-method comparison page would be ~15 MB), and attributions.json holds them all.
+    """
     import logging
     import warnings
 
@@ -486,25 +491,38 @@ def run_explain(
     }
     written["attributions"] = atomic_write_json(output_dir / "attributions.json", attributions)
     plot = plot_summary(rows, labels, output_dir / "summary.png")
+    shown = min(page_questions, len(inputs))
+    notes = [
+        f"Scores and tests cover all {len(inputs)} questions; the heat maps show the first {shown}. "
+        "Every attribution is in attributions.json.",
+        f"Method settings: target={config.target}, IG n_steps={config.n_steps} with "
+        f"{config.register_baseline} registers in the baseline, LRP rule={config.lrp_rule}.",
+    ]
+
+    def maps(res: Mapping[str, Sequence[QuestionResult]]) -> dict[str, list[Attribution]]:
+        return {name: [r.attribution for r in items[:shown]] for name, items in res.items()}
+
     for label, res in zip(labels, results, strict=True):
         written[f"page {label}"] = write_explain_page(
             output_dir / f"{label}.html",
             title=f"regtune explain: {label} ({Path(dev).name}, {len(inputs)} questions)",
-            inputs=inputs,
-            attributions={name: [r.attribution for r in items] for name, items in res.items()},
+            inputs=inputs[:shown],
+            attributions=maps(res),
             summary=[_page_row(r, label) for r in rows if f"{label}_mean" in r],
             images=[plot],
+            notes=notes,
         )
     if compare:
         written["compare"] = write_compare_page(
             output_dir / "compare.html",
             title=f"regtune explain: {labels[0]} vs {labels[1]} ({Path(dev).name}, {len(inputs)} questions)",
-            inputs=inputs,
-            attributions_a={name: [r.attribution for r in items] for name, items in results[0].items()},
-            attributions_b={name: [r.attribution for r in items] for name, items in results[1].items()},
+            inputs=inputs[:shown],
+            attributions_a=maps(results[0]),
+            attributions_b=maps(results[1]),
             labels=(labels[0], labels[1]),
             summary=[_compare_row(r, labels) for r in rows],
             images=[plot],
+            notes=notes,
         )
     return written
 

@@ -1,0 +1,406 @@
+"""Pages people can look at: token heat maps of attributions, for one model or two side by side.
+
+One section per question. Its question tokens and its context tokens sit in separate blocks, with one
+heat-map row per method (per method and model on the compare page). A cell's background is its score on a
+diverging scale: red positive, blue negative, intensity ``|a| / max|a|`` over that row's text tokens
+(the question's whole window, [CLS]/[SEP] included, as :attr:`Attribution.text` holds them). The exact
+score is the cell's tooltip. Registers are a strip of cells R0..R{R-1} before [CLS], on their own scale,
+with their share of all absolute attribution as text. Outlined cells are the explained predicted span;
+underlined cells are the gold span.
+
+Pages are one self-contained file: inline CSS, no script, no fonts, and PNG plots embedded as base64
+data URIs, so a page can be mailed or moved alone and never shows a broken image. Colours come from
+CSS classes of 8 bins per sign rather than inline styles, which keeps a 200-question × 3-method page to
+a few MB; ``content-visibility`` lets the browser lay out only the sections on screen.
+
+The raw scores belong in JSON beside the page (:meth:`Attribution.to_dict`); this module only draws.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from regtune.errors import ConfigError
+from regtune.io import atomic_write_text
+
+if TYPE_CHECKING:  # only attributes are read: importing this module needs neither torch nor transformers
+    from regtune.explain.inputs import ExplainInput
+    from regtune.explain.methods import Attribution
+
+#: Colour bins per sign; a score under half a bin of the row's max stays white.
+BINS = 8
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Word-start markers of byte-level BPE (RoBERTa) and SentencePiece (XLM-R, DeBERTa-v3) tokens.
+_WORD_STARTS = ("Ġ", "▁")
+_RED, _BLUE = (214, 39, 40), (33, 102, 172)
+
+
+def _bin_css() -> str:
+    rules = []
+    for k in range(1, BINS + 1):
+        alpha = round(0.9 * k / BINS, 3)
+        ink = ";color:#fff" if k > 0.75 * BINS else ""  # dark cells need light text to stay readable
+        for name, (r, g, b) in (("p", _RED), ("n", _BLUE)):
+            rules.append(f".{name}{k}{{background:rgba({r},{g},{b},{alpha}){ink}}}")
+    return "".join(rules)
+
+
+_CSS = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1300px;"
+    "padding:1em 1.5em 3em;color:#1d1d1f;line-height:1.45}"
+    "h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin:0 0 .3em;font-size:1.05em}"
+    "table{border-collapse:collapse;font-size:.88em;margin:.4em 0 1em}"
+    "th,td{border:1px solid #d0d0d0;padding:.2em .5em;text-align:left}th{background:#f0f2f5}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}.scroll{overflow-x:auto}"
+    "figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}"
+    ".aid{background:#f3f7fc;border-left:4px solid #3b78c3;padding:.5em 1em}.note{color:#6b4e00}"
+    "section.qa{border-top:1px solid #ddd;padding:.6em 0;content-visibility:auto;"
+    "contain-intrinsic-size:auto 900px}"
+    ".meta{font-size:.9em;margin:.2em 0 .5em}.meta b{font-weight:600}"
+    ".blk{font-size:.8em;color:#555;margin:.5em 0 .15em;text-transform:uppercase;letter-spacing:.05em}"
+    ".hm{display:grid;grid-template-columns:10em max-content 1fr;gap:3px .6em;align-items:start}"
+    ".hm.ctx{grid-template-columns:10em 1fr}.lab{font-size:.82em;color:#333;overflow-wrap:anywhere}"
+    ".tok{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.84em;line-height:1.9}"
+    "i{font-style:normal;padding:0 1px;border-radius:2px}.s{color:#555;font-size:.75em}"
+    ".P{outline:2px solid #111;outline-offset:-1px}.G{border-bottom:3px solid #1a7f37}"
+    ".rs{white-space:nowrap;border-right:2px solid #bbb;padding-right:.4em;font-size:.78em}"
+    ".rs i{display:inline-block;min-width:1.9em;text-align:center;border:1px solid #ccc;margin-right:1px}"
+    ".x{background:repeating-linear-gradient(45deg,#ddd 0 3px,#fff 3px 6px)}"
+    ".toc{columns:12em;font-size:.85em}" + _bin_css()
+)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _score(value: float) -> str:
+    """An exact-enough score for a tooltip; never contains characters an unquoted attribute forbids."""
+    return f"{value:+.4g}" if math.isfinite(value) else str(value)
+
+
+def _cell(text: str, classes: Sequence[str], title: str = "") -> str:
+    """One token cell, in as few bytes as stay valid HTML (there are ~10⁵ of them on a big page)."""
+    cls = " ".join(c for c in classes if c)
+    attrs = "" if not cls else f" class={cls}" if " " not in cls else f' class="{cls}"'
+    attrs += f" title={title}" if title else ""
+    return f"<i{attrs}>{_e(text)}</i>"
+
+
+def _bins(values: np.ndarray) -> list[str]:
+    """Colour class per score: ``p1..p8`` / ``n1..n8`` by |a| / max|a| over ``values``, ``x`` for NaN/inf."""
+    finite = np.isfinite(values)
+    top = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+    out = []
+    for value, ok in zip(values.tolist(), finite.tolist(), strict=True):
+        level = round(BINS * abs(value) / top) if ok and top > 0 else 0
+        out.append("x" if not ok else "" if level == 0 else f"{'p' if value > 0 else 'n'}{level}")
+    return out
+
+
+def _pieces(inp: ExplainInput) -> list[tuple[str, bool]]:
+    """(shown text, starts a new word) per token, so subword pieces of one word sit together.
+
+    Context tokens show the context's own characters (exact for every tokenizer, byte-level BPE
+    included); a piece joins the previous one when no character lies between them. Question tokens have
+    no offsets, so their markers decide: ``##`` continues a word, ``Ġ``/``▁`` starts one, and an unmarked
+    token continues one only in windows whose tokenizer marks word starts.
+    """
+    context = inp.example.context
+    marks_starts = any(t.startswith(_WORD_STARTS) for t in inp.tokens)
+    out: list[tuple[str, bool]] = []
+    previous_end: int | None = None
+    previous_kind = "cls"
+    for token, kind, offset in zip(inp.tokens, inp.kinds, inp.offsets, strict=True):
+        if kind == "context" and offset is not None:
+            out.append((context[offset[0] : offset[1]] or token, offset[0] != previous_end))
+            previous_end = offset[1]
+        elif kind != "question" or previous_kind != "question":  # specials, and a question's first token
+            marked = kind == "question" and token[:1] in _WORD_STARTS
+            out.append(((token[1:] or token) if marked else token, True))
+        elif token.startswith("##") and len(token) > 2:
+            out.append((token[2:], False))
+        elif token.startswith(_WORD_STARTS) and len(token) > 1:
+            out.append((token[1:], True))
+        else:
+            out.append((token, not marks_starts))
+        if kind != "context":
+            previous_end = None
+        previous_kind = kind
+    return out
+
+
+def _span_text(inp: ExplainInput, span: tuple[int, int], pieces: Sequence[tuple[str, bool]]) -> str:
+    start, end = inp.offsets[span[0]], inp.offsets[span[1]]
+    if start is not None and end is not None:
+        return inp.example.context[start[0] : end[1]]
+    return "".join((" " if new else "") + text for text, new in pieces[span[0] : span[1] + 1]).strip()
+
+
+def _tokens(
+    inp: ExplainInput, pieces: Sequence[tuple[str, bool]], attr: Attribution, positions: range
+) -> str:
+    """Heat-map cells of ``positions``, coloured on the scale of the whole row."""
+    colours = _bins(np.asarray(attr.text, dtype=np.float64))
+    gold = inp.gold_span or (-1, -2)
+    out = []
+    for i in positions:
+        classes = (
+            colours[i],
+            "s" if inp.kinds[i] in ("cls", "sep") else "",
+            "P" if attr.span[0] <= i <= attr.span[1] else "",
+            "G" if gold[0] <= i <= gold[1] else "",
+        )
+        # Whitespace between cells only where a word starts: pieces of one word never wrap apart.
+        out.append((" " if pieces[i][1] and out else "") + _cell(pieces[i][0], classes, _score(attr.text[i])))
+    return "".join(out)
+
+
+def _register_strip(attr: Attribution) -> str:
+    """R0..R{R-1} on their own scale, then the registers' share; empty for τ=0."""
+    regs = np.asarray(attr.registers, dtype=np.float64)
+    if regs.size == 0:
+        return ""
+    colours = _bins(regs)
+    cells = "".join(_cell(f"R{r}", (colours[r],), _score(v)) for r, v in enumerate(regs.tolist()))
+    share = f"{100 * attr.register_share:.1f}%"
+    return f'<span class=rs title="register share of |attribution|: {share}">{cells} {share}</span>'
+
+
+def _label(name: str, attr: Attribution) -> str:
+    details = [f"target {attr.target}", f"F(x) = {attr.output:.4g}"]
+    if attr.convergence_delta is not None:
+        details.append(f"convergence delta {attr.convergence_delta:.3g}")
+    if attr.buckets:
+        details += [f"{key} {value:.3g}" for key, value in attr.buckets.items()]
+    return f'<div class=lab title="{_e(", ".join(details))}">{_e(name)}</div>'
+
+
+def _section(index: int, inp: ExplainInput, rows: Sequence[tuple[str, str, Attribution]]) -> str:
+    """One question: header, answers, then its question block and context block of heat-map rows.
+
+    ``rows`` are (method, model label, attribution); the model label is empty on the run page.
+    """
+    pieces = _pieces(inp)
+    first_context = next((i for i, k in enumerate(inp.kinds) if k == "context"), len(inp))
+    answers = " | ".join(a.text for a in inp.example.answers) or "(none)"
+    gold = f"tokens {inp.gold_span[0]}–{inp.gold_span[1]}" if inp.gold_span else "not in this window"
+    meta = [f"<b>Question:</b> {_e(inp.example.question)}", f"<b>Gold:</b> {_e(answers)} ({gold})"]
+    for model in dict.fromkeys(model for _, model, _ in rows):
+        # Every method of a model explains its one predicted span, unless a caller chose other spans.
+        spans = dict.fromkeys(tuple(attr.span) for _, m, attr in rows if m == model)
+        texts = " | ".join(f"{_e(_span_text(inp, s, pieces))} (tokens {s[0]}–{s[1]})" for s in spans)
+        meta.append(f"<b>Predicted{f' ({_e(model)})' if model else ''}:</b> {texts}")
+    question, context = [], []
+    for method, model, attr in rows:
+        label = _label(f"{method} · {model}" if model else method, attr)
+        cells = _tokens(inp, pieces, attr, range(first_context))
+        question.append(f"{label}<div>{_register_strip(attr)}</div><div class=tok>{cells}</div>")
+        cells = _tokens(inp, pieces, attr, range(first_context, len(inp)))
+        context.append(f"{label}<div class=tok>{cells}</div>")
+    return (
+        f"<section class=qa id=q{index}><h3>{_e(inp.question_id)}</h3>"
+        f"<div class=meta>{'<br>'.join(meta)}</div>"
+        f"<div class=blk>question</div><div class=hm>{''.join(question)}</div>"
+        f"<div class=blk>context</div><div class='hm ctx'>{''.join(context)}</div></section>"
+    )
+
+
+def _check(
+    inputs: Sequence[ExplainInput], attributions: Mapping[str, Sequence[Attribution]], what: str
+) -> None:
+    """Every method has one attribution per input, in order, sized to its window (the caller's data)."""
+    for method, attrs in attributions.items():
+        if len(attrs) != len(inputs):
+            raise ConfigError(
+                f"{what}: method {method!r} has {len(attrs)} attributions for {len(inputs)} inputs"
+            )
+        for inp, attr in zip(inputs, attrs, strict=True):
+            if attr.question_id != inp.question_id:
+                raise ConfigError(
+                    f"{what}: method {method!r} explains {attr.question_id!r} where {inp.question_id!r} "
+                    "is expected; pass attributions in the order of the inputs"
+                )
+            if len(attr.text) != len(inp) or not (0 <= attr.span[0] <= attr.span[1] < len(inp)):
+                raise ConfigError(
+                    f"{what}: {method!r} on {inp.question_id!r} has {len(attr.text)} scores and span "
+                    f"{attr.span} for a window of {len(inp)} tokens"
+                )
+
+
+def _summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    if not summary:
+        return ""
+    columns = list(dict.fromkeys(key for row in summary for key in row))
+    body = []
+    for row in summary:
+        cells = []
+        for key in columns:
+            value = row.get(key, "")
+            if isinstance(value, float | np.floating):
+                cells.append(f"<td class=num>{_e(f'{value:.4g}')}</td>")
+            elif isinstance(value, int | np.integer) and not isinstance(value, bool):
+                cells.append(f"<td class=num>{_e(value)}</td>")
+            else:
+                cells.append(f"<td>{_e(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<h2>Summary</h2><div class=scroll>{table}</div>"
+
+
+def _image(path: Path) -> str:
+    """A PNG embedded as a data URI, so the page alone is the whole result."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read image ({err.__class__.__name__})") from err
+    if not data.startswith(PNG_MAGIC):
+        raise ConfigError(f"{path}: not a PNG file; pages embed PNG plots only")
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{_e(path.stem)}"><figcaption>{_e(path.name)}</figcaption></figure>'
+
+
+def _legend(compare: bool) -> str:
+    blank = "\u2002"  # an en space: a legend swatch needs a width
+    scale = "".join(_cell(blank, (f"n{k}",)) for k in range(BINS, 0, -1))
+    scale += _cell("0", ()) + "".join(_cell(blank, (f"p{k}",)) for k in range(1, BINS + 1))
+    rows = "rows of model A and model B one above the other per method" if compare else "one row per method"
+    return (
+        "<div class=aid><b>How to read this page.</b> Each question has a question block and a context "
+        f"block with {rows}. Colour: <span class=tok>−max {scale} +max</span>, red for positive and blue "
+        "for negative attribution, intensity |a|/max|a| over the row's text tokens ([CLS]/[SEP] and "
+        "question included), so rows compare by pattern, not by size. Hover a cell for its exact score, a "
+        "row label for the explained target and output. "
+        "<span class=tok><i class=P title=span>predicted</i> <i class=G title=gold>gold</i> "
+        '<i class=s title=special>[CLS]</i> <i class="x" title=nan>nan</i></span>: the explained '
+        "predicted span is outlined, the gold span underlined, special tokens muted, non-finite scores "
+        "hatched. The strip <span class=rs><i title=register>R0</i></span> before [CLS] holds the "
+        "registers on their own scale (|r|/max|r| over registers), followed by their share of all "
+        "absolute attribution; a model without registers has no strip.</div>"
+    )
+
+
+def _page(
+    title: str,
+    inputs: Sequence[ExplainInput],
+    sections: Sequence[str],
+    *,
+    compare: bool,
+    subtitle: str,
+    summary: Sequence[Mapping[str, Any]],
+    images: Sequence[Path],
+    notes: Sequence[str],
+) -> str:
+    figures = "".join(_image(p) for p in images)  # read first: a missing image fails before any HTML
+    toc = "".join(f"<li><a href=#q{i}>{_e(inp.question_id)}</a></li>" for i, inp in enumerate(inputs))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
+        _legend(compare),
+    ]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>")
+    parts.append(_summary_table(summary))
+    if figures:
+        parts.append(f"<h2>Plots</h2>{figures}")
+    # A long index would push the first question off screen: fold it beyond a screenful of ids.
+    parts.append(
+        f"<h2>Questions</h2><details{' open' if len(inputs) <= 30 else ''}><summary>index of "
+        f"{len(inputs)} questions</summary><ul class=toc>{toc}</ul></details>"
+    )
+    parts.extend(sections)
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p) + "\n"
+
+
+def write_explain_page(
+    path: Path,
+    *,
+    title: str,
+    inputs: Sequence[ExplainInput],
+    attributions: Mapping[str, Sequence[Attribution]],
+    summary: Sequence[Mapping[str, Any]] = (),
+    images: Sequence[Path] = (),
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write one model's heat-map page (atomically) and return its path.
+
+    Args:
+        path: The HTML file to write; its folder is created.
+        title: Page title.
+        inputs: The explained windows, one section each, in this order.
+        attributions: Method name -> one :class:`Attribution` per input, in the order of ``inputs``.
+        summary: Rows of a summary table shown on top (column order: first appearance of each key).
+        images: PNG plots, embedded in the page.
+        notes: Plain-text remarks shown on top.
+
+    Raises:
+        ConfigError: Attributions that do not match the inputs, or an image that is missing or not a PNG.
+    """
+    _check(inputs, attributions, str(path))
+    sections = [
+        _section(i, inp, [(method, "", attrs[i]) for method, attrs in attributions.items()])
+        for i, inp in enumerate(inputs)
+    ]
+    subtitle = f"{len(inputs)} questions · methods: {', '.join(attributions) or 'none'}"
+    page = _page(
+        title, inputs, sections, compare=False, subtitle=subtitle, summary=summary, images=images, notes=notes
+    )
+    return atomic_write_text(path, page)
+
+
+def write_compare_page(
+    path: Path,
+    *,
+    title: str,
+    inputs: Sequence[ExplainInput],
+    attributions_a: Mapping[str, Sequence[Attribution]],
+    attributions_b: Mapping[str, Sequence[Attribution]],
+    labels: tuple[str, str] = ("A", "B"),
+    summary: Sequence[Mapping[str, Any]] = (),
+    images: Sequence[Path] = (),
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write a page comparing two models on the same windows (atomically) and return its path.
+
+    Per question and method, model A's row sits above model B's, each coloured on its own scale. Both
+    models must have been explained on the same :class:`ExplainInput` windows, so rows align by token. A
+    method only one model has gets only that model's row. Arguments are as for
+    :func:`write_explain_page`; ``labels`` name the two models.
+
+    Raises:
+        ConfigError: Attributions that do not match the inputs, equal labels, or a bad image.
+    """
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise ConfigError(f"{path}: need two different model labels, got {labels!r}")
+    _check(inputs, attributions_a, f"{path} ({labels[0]})")
+    _check(inputs, attributions_b, f"{path} ({labels[1]})")
+    methods = list(dict.fromkeys([*attributions_a, *attributions_b]))
+    sections = []
+    for i, inp in enumerate(inputs):
+        rows = [
+            (method, label, attrs[method][i])
+            for method in methods
+            for label, attrs in zip(labels, (attributions_a, attributions_b), strict=True)
+            if method in attrs
+        ]
+        sections.append(_section(i, inp, rows))
+    subtitle = (
+        f"{labels[0]} vs {labels[1]} · {len(inputs)} questions · methods: {', '.join(methods) or 'none'}"
+    )
+    page = _page(
+        title, inputs, sections, compare=True, subtitle=subtitle, summary=summary, images=images, notes=notes
+    )
+    return atomic_write_text(path, page)
