@@ -490,3 +490,38 @@ def test_cli_explain_bad_input_is_one_line(saved_pair, tmp_path: Path, restore_h
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("regtune: error:") and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_cli_analyze_compare_end_to_end(saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging) -> None:
+    from regtune.cli import main
+
+    out = tmp_path / "analyze"
+    argv = [
+        "analyze",
+        "--model",
+        str(saved_pair[0]),
+        "--compare",
+        str(saved_pair[1]),
+        "--dev",
+        str(tiny_squad.dev),
+        "--num-examples",
+        "5",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    tau0 = json.loads((out / "tau0" / "analysis.json").read_text())
+    tau2 = json.loads((out / "tau2" / "analysis.json").read_text())
+    assert tau0["settings"]["num_registers"] == 0 and tau2["settings"]["num_registers"] == 2
+    ablation = json.loads((out / "tau2" / "ablation.json").read_text())
+    assert len(ablation["single"]) == 2 * 3 and len(ablation["all"]) == 3
+    assert not (out / "tau0" / "ablation.json").exists()
+    for name in ("index.html", "compare_sinks.png", "tau2/register_cosine.png", "tau0/sinks.png"):
+        assert (out / name).stat().st_size > 0
+    page = (out / "index.html").read_text()
+    assert "Register ablation" in page and page.count("<img") >= 8
+    # A rerun reuses the saved analysis instead of recomputing it.
+    stamp = (out / "tau2" / "analysis.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "tau2" / "analysis.json").stat().st_mtime_ns == stamp

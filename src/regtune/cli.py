@@ -608,7 +608,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from regtune.explain.run import run_analyze
+    from regtune.explain.analyze import run_analyze
 
     out = run_analyze(
         model=args.model,

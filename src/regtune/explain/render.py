@@ -404,3 +404,40 @@ def write_compare_page(
         title, inputs, sections, compare=True, subtitle=subtitle, summary=summary, images=images, notes=notes
     )
     return atomic_write_text(path, page)
+
+
+def write_figure_page(
+    path: Path,
+    *,
+    title: str,
+    subtitle: str = "",
+    tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    images: Sequence[Path] = (),
+    notes: Sequence[str] = (),
+) -> Path:
+    """A self-contained page of tables and embedded PNG plots (``regtune analyze``), no heat maps.
+
+    Args:
+        path: The HTML file to write (atomically).
+        title: Page title.
+        subtitle: One line under the title.
+        tables: Heading -> rows (dicts of column -> value), one table each, in order.
+        images: PNG files, embedded as data URIs.
+        notes: Lines listed under "Notes".
+    """
+    figures = "".join(_image(p) for p in images)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
+    ]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>")
+    for heading, rows in (tables or {}).items():
+        parts.append(_summary_table(rows).replace("<h2>Summary</h2>", f"<h2>{_e(heading)}</h2>", 1))
+    if figures:
+        parts.append(f"<h2>Plots</h2>{figures}")
+    parts.append("</body></html>")
+    return atomic_write_text(path, "\n".join(p for p in parts if p) + "\n")
