@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study bench clean
+.PHONY: setup test test-fast lint demo study explain-study bench clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,20 @@ study: setup
 		--train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json '$(DATA_DIR)/*/dev.json' \
 		--output-dir $(STUDY_DIR)
 	$(VENV)/bin/regtune report $(STUDY_DIR) --export $(STUDY_RESULTS)
+
+# Issue #5 on real data: attributions, artifacts and register roles of the study's τ=0 and τ=8 models
+# (seed 1) on 200 TyDi en dev questions (ablation: all 440). Needs `make study` first (or its two runs).
+EXPLAIN_DIR ?= runs/explain-minilm
+EXPLAIN_RESULTS ?= docs/results/explain-minilm
+EXPLAIN_MODELS = --model $(STUDY_DIR)/runs/tau0-seed1/model --compare $(STUDY_DIR)/runs/tau8-seed1/model
+explain-study: setup
+	$(VENV)/bin/regtune explain $(EXPLAIN_MODELS) --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
+		--output-dir $(EXPLAIN_DIR)/explain
+	$(VENV)/bin/regtune analyze $(EXPLAIN_MODELS) --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
+		--output-dir $(EXPLAIN_DIR)/analyze
+	rm -rf $(EXPLAIN_RESULTS) && mkdir -p $(EXPLAIN_RESULTS)
+	cp -r $(EXPLAIN_DIR)/explain $(EXPLAIN_DIR)/analyze $(EXPLAIN_RESULTS)/
+	rm -rf $(EXPLAIN_RESULTS)/explain/cache
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --data-dir $(DATA_DIR)
