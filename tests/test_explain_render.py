@@ -20,7 +20,7 @@ from regtune.data import Answer, QAExample
 from regtune.errors import ConfigError
 from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import Attribution
-from regtune.explain.render import BINS, _pieces, write_compare_page, write_explain_page
+from regtune.explain.render import BINS, _pieces, write_compare_page, write_explain_page, write_figure_page
 from test_report import PROBE, chromium_binary, run_chromium
 
 METHODS = ("ig", "attn-grad", "lrp")
@@ -373,7 +373,16 @@ def test_pages_render_in_headless_chromium(tmp_path: Path, plot_png: Path) -> No
         attributions_b=attributions_for(4),
         images=[plot_png, plot_png],
     )
-    for page, n_images in ((run, 1), (compare, 2)):
+    figures = write_figure_page(
+        tmp_path / "analyze" / "index.html",
+        title="analyze <τ=8>",
+        tables={"Per layer": [{"model": "tau8", "layer": 1, "share": 0.25}], "Empty": []},
+        images=[plot_png],
+        notes=["a note"],
+    )
+    text = figures.read_text(encoding="utf-8")
+    assert "<h2>Per layer</h2>" in text and "analyze &lt;τ=8&gt;" in text and "<script" not in text
+    for page, n_images in ((run, 1), (compare, 2), (figures, 1)):
         report = probe(binary, page, tmp_path)
         assert report["problems"] == []
         assert len(report["images"]) == n_images
