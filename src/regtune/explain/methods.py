@@ -130,7 +130,12 @@ class AttributionMethod(ABC):
             raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
         self.model.eval()
         if span is None:
-            span = predicted_span(self.model, inputs)
+            from regtune.evaluation import QASettings  # the model's own decoding limits
+
+            settings = QASettings.from_model(self.model)
+            span = predicted_span(
+                self.model, inputs, n_best=settings.n_best, max_answer_length=settings.max_answer_length
+            )
         if not (0 <= span[0] <= span[1] < len(inputs)):
             raise ConfigError(
                 f"{inputs.question_id}: span {span} is outside the window of {len(inputs)} tokens"
