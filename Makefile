@@ -57,6 +57,7 @@ explain-study: setup
 	rm -rf $(EXPLAIN_RESULTS) && mkdir -p $(EXPLAIN_RESULTS)
 	cp -r $(EXPLAIN_DIR)/explain $(EXPLAIN_DIR)/analyze $(EXPLAIN_RESULTS)/
 	rm -rf $(EXPLAIN_RESULTS)/explain/cache
+	gzip -9 $(EXPLAIN_RESULTS)/explain/attributions.json
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --data-dir $(DATA_DIR)
