@@ -54,8 +54,15 @@ explain-study: setup
 		--output-dir $(EXPLAIN_DIR)/explain
 	$(VENV)/bin/regtune analyze $(EXPLAIN_MODELS) --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
 		--output-dir $(EXPLAIN_DIR)/analyze
-	rm -rf $(EXPLAIN_RESULTS) && mkdir -p $(EXPLAIN_RESULTS)
+	# The same comparison on the seed-2 pair: which differences survive another training seed.
+	$(VENV)/bin/regtune explain --model $(STUDY_DIR)/runs/tau0-seed2/model \
+		--compare $(STUDY_DIR)/runs/tau8-seed2/model --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
+		--output-dir $(EXPLAIN_DIR)/explain-seed2
+	mkdir -p $(EXPLAIN_RESULTS) && rm -rf $(EXPLAIN_RESULTS)/explain $(EXPLAIN_RESULTS)/analyze
 	cp -r $(EXPLAIN_DIR)/explain $(EXPLAIN_DIR)/analyze $(EXPLAIN_RESULTS)/
+	mkdir -p $(EXPLAIN_RESULTS)/explain-seed2
+	cp $(EXPLAIN_DIR)/explain-seed2/summary.* $(EXPLAIN_DIR)/explain-seed2/explain_config.json \
+		$(EXPLAIN_RESULTS)/explain-seed2/
 	rm -rf $(EXPLAIN_RESULTS)/explain/cache
 	gzip -9 $(EXPLAIN_RESULTS)/explain/attributions.json
 

@@ -58,7 +58,16 @@ def test_help_exits_zero(command: list[str], capsys: pytest.CaptureFixture[str])
 def test_every_option_has_help() -> None:
     parser = cli.build_parser()
     parsers = {"regtune": parser, **_subparsers(parser)}
-    assert set(parsers) == {"regtune", "train", "evaluate", "predict", "sweep", "report"}
+    assert set(parsers) == {
+        "regtune",
+        "train",
+        "evaluate",
+        "predict",
+        "sweep",
+        "report",
+        "explain",
+        "analyze",
+    }
     for name, p in parsers.items():
         for action in p._actions:
             if isinstance(action, argparse._SubParsersAction):
