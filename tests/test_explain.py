@@ -525,3 +525,5 @@ def test_cli_analyze_compare_end_to_end(saved_pair, tiny_squad, tmp_path: Path, 
     stamp = (out / "tau2" / "analysis.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "tau2" / "analysis.json").stat().st_mtime_ns == stamp
+    # Other settings in the same folder are refused, not mixed in.
+    assert main([*argv[:-5], "--num-examples", "4", "--output-dir", str(out), "--no-progress"]) == 2

@@ -4,7 +4,7 @@ Per model, in ``OUTPUT/<label>/``: ``analysis.json`` (:meth:`ArtifactAnalysis.to
 ``ablation.json`` (τ>0 only) and the PNG plots; in ``OUTPUT/``: ``analyze_config.json`` (the resolved
 settings), ``compare_sinks.png`` (with ``--compare``) and ``index.html``, which embeds every plot and the
 per-layer tables. A model whose results already exist under the same settings is not recomputed, so an
-interrupted run continues where it stopped.
+interrupted run continues where it stopped; a folder holding an analysis with other settings is refused.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def run_analyze(
     from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison, write_artifact_plots
     from regtune.explain.inputs import build_explain_inputs
     from regtune.explain.render import write_figure_page
-    from regtune.explain.run import _default_labels, check_same_inputs, select_examples
+    from regtune.explain.run import _default_labels, check_same_inputs, prepare_output_dir, select_examples
     from regtune.hub import load_tokenizer
     from regtune.registers import get_register_config, load_model
 
@@ -118,8 +118,8 @@ def run_analyze(
         "max_length": settings.max_length,
         "doc_stride": settings.doc_stride,
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {"config": atomic_write_json(output_dir / "analyze_config.json", resolved)}
+    prepare_output_dir(output_dir, resolved, kind="analyze")
+    written: dict[str, Path] = {"config": output_dir / "analyze_config.json"}
     analyses: dict[str, dict[str, Any]] = {}
     tables: dict[str, list[dict[str, Any]]] = {"Per layer: high-norm outliers and attention sinks": []}
     ablation_rows: list[dict[str, Any]] = []

@@ -280,23 +280,27 @@ def check_same_inputs(model_a: PreTrainedModel, model_b: PreTrainedModel) -> Non
         raise RegtuneError(f"--compare needs models with one tokenizer; vocabularies differ ({va} vs {vb})")
 
 
-def prepare_output_dir(out: Path, settings: dict[str, Any]) -> None:
-    """Create ``out`` (with its cache) or check that it holds a run with the same ``settings``."""
-    saved = out / "explain_config.json"
+def prepare_output_dir(out: Path, settings: dict[str, Any], *, kind: str = "explain") -> None:
+    """Create ``out`` or check that it holds a ``kind`` run with the same ``settings``; never mix runs.
+
+    The settings are saved as ``out/<kind>_config.json``; an explain run also gets its ``cache`` folder.
+    """
+    saved = out / f"{kind}_config.json"
     if saved.exists():
         previous = json.loads(saved.read_text(encoding="utf-8"))
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise RegtuneError(
-                f"{out} holds an explain run with other settings ({', '.join(changed)} differ); "
+                f"{out} holds an {kind} run with other settings ({', '.join(changed)} differ); "
                 "use a new --output-dir or the same options"
             )
     elif out.exists() and any(out.iterdir()):
-        raise RegtuneError(f"{out} is not empty and holds no explain run; choose a new --output-dir")
+        raise RegtuneError(f"{out} is not empty and holds no {kind} run; choose a new --output-dir")
     from regtune.io import atomic_write_json
 
     atomic_write_json(saved, settings)
-    (out / "cache").mkdir(parents=True, exist_ok=True)
+    if kind == "explain":
+        (out / "cache").mkdir(parents=True, exist_ok=True)
 
 
 def plot_summary(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], path: Path) -> Path:
