@@ -527,3 +527,100 @@ def test_cli_analyze_compare_end_to_end(saved_pair, tiny_squad, tmp_path: Path, 
     assert (out / "tau2" / "analysis.json").stat().st_mtime_ns == stamp
     # Other settings in the same folder are refused, not mixed in.
     assert main([*argv[:-5], "--num-examples", "4", "--output-dir", str(out), "--no-progress"]) == 2
+
+
+# --- review fixes -------------------------------------------------------------------------------------------
+
+
+def test_unknown_tokens_in_the_question_are_question_text(tokenizer) -> None:
+    context = "Ada built violins in Lisbon."
+    example = QAExample(
+        "u", "Where did ☃ build violins?", context, (Answer("Lisbon", context.index("Lisbon")),)
+    )
+    [item] = build_explain_inputs([example], tokenizer)
+    unknown = item.tokens.index(tokenizer.unk_token)
+    assert item.kinds[unknown] == "question"
+    assert item.kinds.count("cls") == 1 and item.kinds.count("sep") == 2
+
+
+def test_attention_gradient_on_a_frozen_model_keeps_its_mode(tokenizer) -> None:
+    model = _tiny_qa(tokenizer, 2)
+    model.requires_grad_(False)
+    model.train()
+    [item] = build_explain_inputs([_example()], tokenizer)
+    result = AttentionGradient(model).attribute(item)
+    assert result.text.sum() > 0
+    assert model.training  # attribute() ran in eval mode and gave the mode back
+
+
+def test_ablation_table_formats_missing_intervals() -> None:
+    from regtune.explain.analyze import ablation_table
+
+    entry = {
+        "register": None,
+        "mode": "zero",
+        "f1": 50.0,
+        "delta_f1": 0.0,
+        "delta_f1_ci": [None, None],
+        "p_value": None,
+    }
+    [row] = ablation_table("tau2", {"all": [entry], "single": []})
+    assert row["95% CI"] == "[n/a, n/a]" and row["p"] is None and row["register"] == "all"
+
+
+def test_cli_explain_refuses_bad_labels_and_outputs(
+    saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging, capsys
+) -> None:
+    from regtune.cli import main
+
+    base = [
+        "explain",
+        "--model",
+        str(saved_pair[0]),
+        "--compare",
+        str(saved_pair[1]),
+        "--dev",
+        str(tiny_squad.dev),
+    ]
+    for labels in ("a,a", "a/b,c", "only"):
+        assert (
+            main([*base, "--labels", labels, "--output-dir", str(tmp_path / labels.replace("/", "_"))]) == 2
+        )
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main([*base, "--output-dir", str(a_file)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 4 and all(line.startswith("regtune: error:") for line in errors)
+    assert "must differ" in errors[0] and "plain file name" in errors[1] and "is a file" in errors[3]
+
+
+def test_cli_explain_refuses_a_changed_dev_file(
+    saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging, capsys
+) -> None:
+    import os
+    import shutil
+
+    from regtune.cli import main
+
+    dev = shutil.copy(tiny_squad.dev, tmp_path / "dev.json")
+    argv = [
+        "explain",
+        "--model",
+        str(saved_pair[0]),
+        "--dev",
+        str(dev),
+        "--method",
+        "attn-grad",
+        "--num-examples",
+        "2",
+        "--n-boot",
+        "200",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    stat = os.stat(dev)
+    os.utime(dev, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # "edited"
+    assert main(argv) == 2
+    assert "dev_fingerprint" in capsys.readouterr().err

@@ -578,11 +578,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from regtune.explain.run import run_explain
 
-    labels = tuple(args.labels) if args.labels else None
-    if labels is not None and len(labels) != (2 if args.compare else 1):
-        raise RegtuneError(
-            f"--labels needs {2 if args.compare else 1} comma-separated names, got {args.labels}"
-        )
+    labels = tuple(args.labels) if args.labels else None  # checked with the models (run.check_labels)
     out = run_explain(
         model=args.model,
         compare=args.compare,
@@ -660,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = (
             "run the same command again to continue"
-            if args.command == "sweep"
+            if args.command in ("sweep", "explain", "analyze")
             else ("pass --resume to continue a training run")
         )
         print(f"regtune: interrupted; {hint}", file=sys.stderr)

@@ -54,10 +54,10 @@ def ablation_table(label: str, ablation: Mapping[str, Any]) -> list[dict[str, An
                 "model": label,
                 "register": "all" if entry["register"] is None else entry["register"],
                 "mode": entry["mode"],
-                "F1": round(entry["f1"], 2),
-                "ΔF1": round(entry["delta_f1"], 2),
-                "95% CI": f"[{low:.2f}, {high:.2f}]",
-                "p": round(entry["p_value"], 4),
+                "F1": _round(entry["f1"], 2),
+                "ΔF1": _round(entry["delta_f1"], 2),
+                "95% CI": f"[{_text(low)}, {_text(high)}]",  # None: too few questions for an interval
+                "p": _round(entry["p_value"], 4),
             }
         )
     return rows
@@ -90,7 +90,13 @@ def run_analyze(
     from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison, write_artifact_plots
     from regtune.explain.inputs import build_explain_inputs
     from regtune.explain.render import write_figure_page
-    from regtune.explain.run import _default_labels, check_same_inputs, prepare_output_dir, select_examples
+    from regtune.explain.run import (
+        _default_labels,
+        check_same_inputs,
+        fingerprint,
+        prepare_output_dir,
+        select_examples,
+    )
     from regtune.hub import load_tokenizer
     from regtune.registers import get_register_config, load_model
 
@@ -111,7 +117,9 @@ def run_analyze(
     resolved = {
         "regtune_version": __version__,
         "models": {label: str(Path(p).resolve()) for label, p in zip(labels, paths, strict=True)},
+        "model_fingerprints": [fingerprint(p) for p in paths],
         "dev": str(Path(dev).resolve()),
+        "dev_fingerprint": fingerprint(dev),
         "num_questions_statistics": len(inputs),
         "num_questions_ablation": len(data.examples) if ablation else 0,
         "sample_seed": seed,
@@ -180,8 +188,12 @@ def run_analyze(
     return written
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(value, 3)
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 __all__: Sequence[str] = ["ablation_table", "layer_table", "run_analyze"]

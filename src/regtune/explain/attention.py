@@ -21,6 +21,8 @@ from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from regtune.errors import RegtuneError
+
 #: Name of the attention implementation registered by this module.
 IMPLEMENTATION = "regtune_explain"
 
@@ -108,8 +110,15 @@ def explain_attention(
     """
     previous = model.config._attn_implementation
     state = AttentionState(record=record, retain_grad=retain_grad, lrp_rule=lrp_rule)
-    _STATE.append(state)
     model.set_attn_implementation(IMPLEMENTATION)
+    if model.config._attn_implementation != IMPLEMENTATION:
+        # transformers only logs a warning for a model class that does not dispatch through the
+        # AttentionInterface; explanations computed on its own attention would be silently wrong.
+        raise RegtuneError(
+            f"{type(model).__name__} cannot switch its attention implementation; regtune "
+            "explains BERT, RoBERTa, XLM-R, ELECTRA and DistilBERT models"
+        )
+    _STATE.append(state)
     try:
         yield state
     finally:

@@ -103,7 +103,17 @@ def build_explain_inputs(
             )
         if qid not in chosen or span is not None:
             chosen[qid] = (window, span)
-    special_ids = set(tokenizer.all_special_ids)
+    # Structural tokens only: [UNK] (common for TyDi text under an English vocabulary) is question text.
+    special_ids = {
+        i
+        for i in (
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
+            tokenizer.bos_token_id,
+            tokenizer.eos_token_id,
+        )
+        if i is not None
+    }
     inputs = []
     for example in examples:
         window, span = chosen[example.id]

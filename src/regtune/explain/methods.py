@@ -128,7 +128,16 @@ class AttributionMethod(ABC):
         """
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
+        was_training = self.model.training
         self.model.eval()
+        try:
+            return self._attribute_checked(inputs, target, span)
+        finally:
+            self.model.train(was_training)
+
+    def _attribute_checked(
+        self, inputs: ExplainInput, target: str, span: tuple[int, int] | None
+    ) -> Attribution:
         if span is None:
             from regtune.evaluation import QASettings  # the model's own decoding limits
 
@@ -237,8 +246,9 @@ class IntegratedGradients(AttributionMethod):
             f_baseline = float(forward(*call_baselines)[0])
         scores = attributions[0].sum(dim=-1)  # (1, R+N, H) -> (R+N,)
         gap = abs(f_input - f_baseline)
-        relative = abs(float(delta[0])) / gap if gap > 0 else math.inf
-        if relative > MAX_RELATIVE_DELTA:
+        # Undefined (NaN, not inf) when the baseline scores like the input: nothing to be complete about.
+        relative = abs(float(delta[0])) / gap if gap > 0 else math.nan
+        if not relative <= MAX_RELATIVE_DELTA and not math.isnan(relative):
             warnings.warn(
                 f"{inputs.question_id}: IG completeness gap is {relative:.1%} of |F(x) - F(baseline)| "
                 f"(> {MAX_RELATIVE_DELTA:.0%}); raise n_steps",
@@ -278,17 +288,26 @@ class AttentionGradient(AttributionMethod):
 
     def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
         config = get_register_config(self.model)
-        with torch.enable_grad(), explain_attention(self.model, record=True) as state:
-            out = self.model(**inputs.batch(self.device))
-            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
-            grads = torch.autograd.grad(score, state.probs)
-            score = score.detach()
+
+        def leaf(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+            # A graph from the embedding output on, even for a model whose parameters are frozen.
+            return output.detach().requires_grad_(True)
+
+        handle = _entry_module(self.model.base_model).register_forward_hook(leaf)
+        try:
+            with torch.enable_grad(), explain_attention(self.model, record=True) as state:
+                out = self.model(**inputs.batch(self.device))
+                score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+                grads = torch.autograd.grad(score, state.probs)
+                score = score.detach()
+        finally:
+            handle.remove()
         relevance = attention_gradient_rollout(
             [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
         )
         rows = {"start": [span[0]], "end": [span[1]], "span": [span[0], span[1]]}[target]
         full_rows = [full_position(config, r) for r in rows]
-        eye = torch.eye(relevance.shape[0])
+        eye = torch.eye(relevance.shape[0], device=relevance.device)
         scores = (relevance - eye)[full_rows].mean(dim=0)  # (S,)
         text, regs = self._split(scores)
         return Attribution(inputs.question_id, self.name, target, span, text, regs, score.item())
@@ -305,7 +324,7 @@ def attention_gradient_rollout(probs: list[torch.Tensor], grads: list[torch.Tens
         R, shape (S, S).
     """
     size = probs[0].shape[-1]
-    relevance = torch.eye(size, dtype=probs[0].dtype)
+    relevance = torch.eye(size, dtype=probs[0].dtype, device=probs[0].device)
     for attention, grad in zip(probs, grads, strict=True):
         cam = (grad * attention).clamp(min=0).mean(dim=0)  # (S, S)
         relevance = relevance + cam @ relevance

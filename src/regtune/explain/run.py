@@ -273,6 +273,33 @@ def summarize(
     return rows
 
 
+def fingerprint(path: str | Path) -> str:
+    """Size and modification time of a file, or of a model folder's weights and config: a retrained model
+    or an edited dev file must not reuse cached results."""
+    path = Path(path)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.glob("*") if p.suffix in (".safetensors", ".json"))
+    )
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def check_labels(labels: Sequence[str], count: int) -> None:
+    """Labels name files and cache entries: one per model, distinct, and safe as file names."""
+    import re
+
+    if len(labels) != count:
+        raise RegtuneError(f"--labels needs {count} comma-separated names, got {list(labels)}")
+    if len(set(labels)) != len(labels):
+        raise RegtuneError(f"--labels must differ, got {list(labels)}")
+    for label in labels:
+        if not re.fullmatch(r"[\w.+-]+", label) or label in (".", ".."):
+            raise RegtuneError(
+                f"label {label!r} must be a plain file name (letters, digits, '.', '_', '+', '-')"
+            )
+
+
 def check_same_inputs(model_a: PreTrainedModel, model_b: PreTrainedModel) -> None:
     """Refuse to compare models whose tokens differ: attributions align by text-token index."""
     va, vb = model_a.config.vocab_size, model_b.config.vocab_size
@@ -286,8 +313,15 @@ def prepare_output_dir(out: Path, settings: dict[str, Any], *, kind: str = "expl
     The settings are saved as ``out/<kind>_config.json``; an explain run also gets its ``cache`` folder.
     """
     saved = out / f"{kind}_config.json"
+    if out.exists() and not out.is_dir():
+        raise RegtuneError(f"--output-dir {out} is a file, not a folder")
     if saved.exists():
-        previous = json.loads(saved.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RegtuneError(
+                f"{saved}: unreadable ({err.__class__.__name__}); use a new --output-dir"
+            ) from err
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             raise RegtuneError(
@@ -422,6 +456,7 @@ def run_explain(
     if compare:
         check_same_inputs(models[0], models[1])
     labels = labels or _default_labels(*models)
+    check_labels(labels, len(models))
     tokenizer = load_tokenizer(model)
     data = load_examples(dev, strict=strict)
     if not data.examples:
@@ -443,7 +478,9 @@ def run_explain(
         "models": {
             label: str(Path(path).resolve()) for label, path in zip(labels, [model, compare], strict=False)
         },
+        "model_fingerprints": [fingerprint(p) for p in (model, compare) if p],
         "dev": str(Path(dev).resolve()),
+        "dev_fingerprint": fingerprint(dev),
         "num_questions": len(inputs),
         "question_ids": [i.question_id for i in inputs],
         "max_length": settings.max_length,
