@@ -519,7 +519,10 @@ def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, t
 
 
 def test_cli_report_on_a_real_sweep(
-    finished_sweep: SweepConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    finished_sweep: SweepConfig,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     exported = tmp_path / "published"
     args = ["report", str(finished_sweep.root), "--n-boot", "200", "--export", str(exported)]
@@ -541,6 +544,12 @@ def test_cli_report_on_a_real_sweep(
     again = json.loads((exported / "summary.json").read_text())
     assert again["cells"] == summary["cells"]  # the same statistics from the published files alone
     assert (finished_sweep.root / "report" / "index.html").stat().st_size > 1000
+    # A sweep folder given as a relative path exports the same files (make study does this).
+    monkeypatch.chdir(finished_sweep.root.parent)
+    relative = tmp_path / "from-relative"
+    assert cli.main(["report", finished_sweep.root.name, "--n-boot", "200", "--export", str(relative)]) == 0
+    assert {p.relative_to(relative).as_posix() for p in relative.rglob("*") if p.is_file()} == names
+    capsys.readouterr()
     # Not a sweep: one line, exit 2.
     assert cli.main(["report", str(finished_sweep.root / "runs")]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()

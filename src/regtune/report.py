@@ -1049,7 +1049,8 @@ def export_results(root: Path, target: Path) -> list[Path]:
     """
     from regtune.sweep import run_finished
 
-    root, target = Path(root), Path(target)
+    # Resolved: the run folders recorded in sweep.json are absolute, and every source must be under root.
+    root, target = Path(root).resolve(), Path(target)
     sweep, _ = _load_sweep(root)
     if not (root / "summary.json").exists():
         raise RegtuneError(f"{root}: no summary.json; run `regtune report {root}` first")
@@ -1066,5 +1067,6 @@ def export_results(root: Path, target: Path) -> list[Path]:
     written = []
     for source in sources:
         if source.is_file():
-            written.append(atomic_write_bytes(target / source.relative_to(root), source.read_bytes()))
+            relative = source.resolve().relative_to(root)
+            written.append(atomic_write_bytes(target / relative, source.read_bytes()))
     return written
