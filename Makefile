@@ -51,7 +51,7 @@ EXPLAIN_RESULTS ?= docs/results/explain-minilm
 EXPLAIN_MODELS = --model $(STUDY_DIR)/runs/tau0-seed1/model --compare $(STUDY_DIR)/runs/tau8-seed1/model
 explain-study: setup
 	$(VENV)/bin/regtune explain $(EXPLAIN_MODELS) --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
-		--output-dir $(EXPLAIN_DIR)/explain
+		--page-questions 30 --output-dir $(EXPLAIN_DIR)/explain
 	$(VENV)/bin/regtune analyze $(EXPLAIN_MODELS) --dev $(DATA_DIR)/en/dev.json --num-examples 200 \
 		--output-dir $(EXPLAIN_DIR)/analyze
 	# The same comparison on the seed-2 pair: which differences survive another training seed.

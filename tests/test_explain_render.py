@@ -345,7 +345,7 @@ def test_a_large_page_stays_compact(tmp_path: Path) -> None:
 
 def probe(binary: str, page: Path, tmp_path: Path) -> dict:
     """Load a copy of ``page`` with the test_report probe injected; its report of images and problems."""
-    copy = tmp_path / f"probe-{page.name}"
+    copy = page.parent / f"probe-{page.name}"  # beside the page, so relative image links still resolve
     copy.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     result = run_chromium(binary, tmp_path / "profile", "--dump-dom", copy.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]

@@ -91,8 +91,8 @@ def run_analyze(
     from regtune.explain.inputs import build_explain_inputs
     from regtune.explain.render import write_figure_page
     from regtune.explain.run import (
-        _default_labels,
         check_same_inputs,
+        default_labels,
         fingerprint,
         prepare_output_dir,
         select_examples,
@@ -104,7 +104,7 @@ def run_analyze(
     models = [load_model(p) for p in paths]
     if compare:
         check_same_inputs(models[0], models[1])
-    labels = _default_labels(*models)
+    labels = default_labels(*models)
     tokenizer = load_tokenizer(model)
     data = load_examples(dev, strict=strict)
     if not data.examples:

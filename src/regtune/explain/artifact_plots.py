@@ -197,12 +197,18 @@ def plot_entropy(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Pat
     return _save(figure, path)
 
 
-def plot_register_attention(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path) -> Path:
-    """Attention each register receives per layer, and where each register looks (mean over layers)."""
+def _with_registers(analysis: ArtifactAnalysis | Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
+    """The JSON form and its register count; a model without registers has nothing to plot."""
     data = _as_dict(analysis)
     r = data["settings"]["num_registers"]
     if r == 0:
         raise ValueError("τ=0: no registers to plot")
+    return data, r
+
+
+def plot_register_attention(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path) -> Path:
+    """Attention each register receives per layer, and where each register looks (mean over layers)."""
+    data, r = _with_registers(analysis)
     received = _array(data["registers"]["attention_received"])  # (L, R)
     to_cat = _array(data["registers"]["to_category"]).mean(axis=0)  # (R, C)
     figure = _figure(12.5, 1.8 + max(3.0, 0.35 * max(r, received.shape[0])))
@@ -232,10 +238,7 @@ def plot_register_attention(analysis: ArtifactAnalysis | Mapping[str, Any], path
 
 def plot_register_cosine(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path) -> Path:
     """Register–register cosine similarity at the last layer, and its off-diagonal mean per layer."""
-    data = _as_dict(analysis)
-    r = data["settings"]["num_registers"]
-    if r == 0:
-        raise ValueError("τ=0: no registers to plot")
+    data, r = _with_registers(analysis)
     last = _array(data["registers"]["cosine_last"])  # (R, R)
     figure = _figure(12.0, 4.8)
     left, right = figure.subplots(1, 2)

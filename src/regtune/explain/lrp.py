@@ -41,8 +41,7 @@ from transformers.activations import ACT2CLS
 from regtune.errors import ConfigError
 from regtune.explain.attention import explain_attention
 from regtune.explain.inputs import ExplainInput
-from regtune.explain.methods import Attribution, AttributionMethod, target_score
-from regtune.registers import _entry_module
+from regtune.explain.methods import Attribution, AttributionMethod, embedding_leaf, target_score
 
 LRPRule = Literal["attnlrp", "cp"]
 LRP_RULES: tuple[str, ...] = get_args(LRPRule)
@@ -164,23 +163,10 @@ class LRP(AttributionMethod):
         self.rule = rule
 
     def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
-        captured: list[torch.Tensor] = []
-
-        def capture(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-            # Registered after the register hook, so `output` already holds the registers: (1, R+N, H).
-            # A fresh leaf: the backward pass stops here, and frozen parameters do not matter.
-            leaf = output.detach().requires_grad_(True)
-            captured.append(leaf)
-            return leaf
-
-        handle = _entry_module(self.model.base_model).register_forward_hook(capture)
-        try:
-            with torch.enable_grad(), lrp_rules(self.model, self.rule):
-                out = self.model(**inputs.batch(self.device))
-                score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
-                (grad,) = torch.autograd.grad(score, captured[0])
-        finally:
-            handle.remove()
+        with torch.enable_grad(), embedding_leaf(self.model) as captured, lrp_rules(self.model, self.rule):
+            out = self.model(**inputs.batch(self.device))
+            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+            (grad,) = torch.autograd.grad(score, captured[0])  # captured[0]: (1, R+N, H)
         x = captured[0].detach()
         relevance = (x.float() * grad.float())[0].sum(dim=-1)  # (R+N, H) -> (R+N,)
         text, regs = self._split(relevance)

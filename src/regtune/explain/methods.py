@@ -10,9 +10,11 @@ Input checks live in :meth:`AttributionMethod.attribute`; the math in each ``_at
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -94,6 +96,28 @@ class Attribution:
         }
 
 
+@contextlib.contextmanager
+def embedding_leaf(model: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
+    """Make the output of the module that feeds layer 1 a fresh leaf that requires grad, for the block.
+
+    Yields the list that collects those leaves, (B, R+N, H) each: registered after the register hook, the
+    hook sees the registers. The graph starts there, so gradients at the embedding output exist even for a
+    model whose parameters are frozen, and nothing below it is differentiated.
+    """
+    captured: list[torch.Tensor] = []
+
+    def leaf(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+        fresh = output.detach().requires_grad_(True)
+        captured.append(fresh)
+        return fresh
+
+    handle = _entry_module(model.base_model).register_forward_hook(leaf)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def target_score(start: torch.Tensor, end: torch.Tensor, span: tuple[int, int], target: str) -> torch.Tensor:
     """The explained output per row: start (B, N) and end (B, N) logits -> (B,)."""
     if target == "start":
@@ -139,17 +163,22 @@ class AttributionMethod(ABC):
         self, inputs: ExplainInput, target: str, span: tuple[int, int] | None
     ) -> Attribution:
         if span is None:
-            from regtune.evaluation import QASettings  # the model's own decoding limits
-
-            settings = QASettings.from_model(self.model)
-            span = predicted_span(
-                self.model, inputs, n_best=settings.n_best, max_answer_length=settings.max_answer_length
-            )
+            span = self.predicted_span(inputs)
         if not (0 <= span[0] <= span[1] < len(inputs)):
             raise ConfigError(
                 f"{inputs.question_id}: span {span} is outside the window of {len(inputs)} tokens"
             )
         return self._attribute(inputs, target, span)
+
+    def predicted_span(self, inputs: ExplainInput) -> tuple[int, int]:
+        """The model's best span in the window, with its own n-best and answer-length limits."""
+        from regtune.evaluation import QASettings
+
+        settings = QASettings.from_model(self.model)
+        self.model.eval()
+        return predicted_span(
+            self.model, inputs, n_best=settings.n_best, max_answer_length=settings.max_answer_length
+        )
 
     @abstractmethod
     def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution: ...
@@ -288,20 +317,15 @@ class AttentionGradient(AttributionMethod):
 
     def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
         config = get_register_config(self.model)
-
-        def leaf(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-            # A graph from the embedding output on, even for a model whose parameters are frozen.
-            return output.detach().requires_grad_(True)
-
-        handle = _entry_module(self.model.base_model).register_forward_hook(leaf)
-        try:
-            with torch.enable_grad(), explain_attention(self.model, record=True) as state:
-                out = self.model(**inputs.batch(self.device))
-                score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
-                grads = torch.autograd.grad(score, state.probs)
-                score = score.detach()
-        finally:
-            handle.remove()
+        with (
+            torch.enable_grad(),
+            embedding_leaf(self.model),
+            explain_attention(self.model, record=True) as state,
+        ):
+            out = self.model(**inputs.batch(self.device))
+            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+            grads = torch.autograd.grad(score, state.probs)
+            score = score.detach()
         relevance = attention_gradient_rollout(
             [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
         )

@@ -21,9 +21,11 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -235,7 +237,7 @@ def _check(
                 )
 
 
-def _summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
+def _summary_table(summary: Sequence[Mapping[str, Any]], heading: str = "Summary") -> str:
     if not summary:
         return ""
     columns = list(dict.fromkeys(key for row in summary for key in row))
@@ -253,11 +255,12 @@ def _summary_table(summary: Sequence[Mapping[str, Any]]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    return f"<h2>Summary</h2><div class=scroll>{table}</div>"
+    return f"<h2>{_e(heading)}</h2><div class=scroll>{table}</div>"
 
 
-def _image(path: Path) -> str:
-    """A PNG embedded as a data URI, so the page alone is the whole result."""
+def _image(path: Path, page_dir: Path | None = None) -> str:
+    """A PNG embedded as a data URI, so the page alone is the whole result; or, with ``page_dir``, linked
+    by its path relative to the page (for plots that are written beside the page anyway)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -265,8 +268,12 @@ def _image(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read image ({err.__class__.__name__})") from err
     if not data.startswith(PNG_MAGIC):
         raise ConfigError(f"{path}: not a PNG file; pages embed PNG plots only")
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return f'<figure><img src="{uri}" alt="{_e(path.stem)}"><figcaption>{_e(path.name)}</figcaption></figure>'
+    if page_dir is None:
+        src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    else:
+        src = quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
+    caption = f"<figcaption>{_e(path.name)}</figcaption>"
+    return f'<figure><img src="{_e(src)}" alt="{_e(path.stem)}">{caption}</figure>'
 
 
 def _legend(compare: bool) -> str:
@@ -289,6 +296,21 @@ def _legend(compare: bool) -> str:
     )
 
 
+def _head(title: str, subtitle: str) -> list[str]:
+    """The opening of every page: doctype, inline CSS, title and subtitle."""
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
+    ]
+
+
+def _notes(notes: Sequence[str]) -> str:
+    return "<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>"
+
+
 def _page(
     title: str,
     inputs: Sequence[ExplainInput],
@@ -302,16 +324,9 @@ def _page(
 ) -> str:
     figures = "".join(_image(p) for p in images)  # read first: a missing image fails before any HTML
     toc = "".join(f"<li><a href=#q{i}>{_e(inp.question_id)}</a></li>" for i, inp in enumerate(inputs))
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
-        _legend(compare),
-    ]
+    parts = [*_head(title, subtitle), _legend(compare)]
     if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>")
+        parts.append(_notes(notes))
     parts.append(_summary_table(summary))
     if figures:
         parts.append(f"<h2>Plots</h2>{figures}")
@@ -415,28 +430,25 @@ def write_figure_page(
     images: Sequence[Path] = (),
     notes: Sequence[str] = (),
 ) -> Path:
-    """A self-contained page of tables and embedded PNG plots (``regtune analyze``), no heat maps.
+    """A page of tables and PNG plots (``regtune analyze``), no heat maps, no network.
+
+    The plots are linked by relative path, not embedded: they are result files beside the page already,
+    and embedding them would store every plot twice.
 
     Args:
         path: The HTML file to write (atomically).
         title: Page title.
         subtitle: One line under the title.
         tables: Heading -> rows (dicts of column -> value), one table each, in order.
-        images: PNG files, embedded as data URIs.
+        images: PNG files, linked relative to the page (keep them with it when moving it).
         notes: Lines listed under "Notes".
     """
-    figures = "".join(_image(p) for p in images)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
-    ]
+    figures = "".join(_image(p, Path(path).parent) for p in images)
+    parts = _head(title, subtitle)
     if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>")
+        parts.append(_notes(notes))
     for heading, rows in (tables or {}).items():
-        parts.append(_summary_table(rows).replace("<h2>Summary</h2>", f"<h2>{_e(heading)}</h2>", 1))
+        parts.append(_summary_table(rows, heading))
     if figures:
         parts.append(f"<h2>Plots</h2>{figures}")
     parts.append("</body></html>")

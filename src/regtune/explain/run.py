@@ -183,6 +183,7 @@ def explain_model(
     """
     model.eval()
     results: dict[str, list[QuestionResult]] = {}
+    spans: dict[str, tuple[int, int]] = {}  # the predicted span: one forward per question, not per method
     for name in config.methods:
         method = make_method(name, model, config)
         cache = cache_dir / f"{label}.{name}.jsonl" if cache_dir is not None else None
@@ -193,12 +194,18 @@ def explain_model(
             for item in tqdm(inputs, desc=f"{label} {name}", unit="q", disable=not progress, leave=False):
                 result = done.get(item.question_id)
                 if result is None:
-                    attribution = method.attribute(item, target=config.target)  # type: ignore[arg-type]
+                    if item.question_id not in spans:
+                        spans[item.question_id] = method.predicted_span(item)
+                    span = spans[item.question_id]
+                    attribution = method.attribute(item, target=config.target, span=span)  # type: ignore[arg-type]
                     metrics = question_metrics(model, item, attribution, replace_id=replace_id)
                     metrics.update(_diagnostics(attribution))
-                    result = QuestionResult(attribution, metrics)
+                    record = QuestionResult(attribution, metrics).to_dict()
+                    # Keep what the cache keeps (scores at 5 significant digits), so a resumed run
+                    # summarises exactly like an uninterrupted one.
+                    result = QuestionResult.from_dict(record)
                     if handle is not None:
-                        handle.write(json.dumps(result.to_dict()) + "\n")
+                        handle.write(json.dumps(record) + "\n")
                         handle.flush()
                 out.append(result)
         finally:
@@ -394,7 +401,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _default_labels(*models: PreTrainedModel) -> tuple[str, ...]:
+def default_labels(*models: PreTrainedModel) -> tuple[str, ...]:
     from regtune.registers import get_register_config
 
     names = tuple(f"tau{get_register_config(m).num_registers}" for m in models)
@@ -455,7 +462,7 @@ def run_explain(
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     if compare:
         check_same_inputs(models[0], models[1])
-    labels = labels or _default_labels(*models)
+    labels = labels or default_labels(*models)
     check_labels(labels, len(models))
     tokenizer = load_tokenizer(model)
     data = load_examples(dev, strict=strict)
