@@ -21,9 +21,9 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from regtune.config import resolve_config
-from regtune.data import load_examples
-from regtune.hub import load_tokenizer
+from regtune.core.hub import load_tokenizer
+from regtune.tasks.qa.data import load_examples
+from regtune.training.config import resolve_config
 from train_throughput import Arm, Trainee, build_workload, load_stock_model, set_attention_dropout, train_file
 
 #: arm -> (attention-probability dropout, every other dropout)

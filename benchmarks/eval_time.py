@@ -29,12 +29,12 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from regtune.data import load_examples
-from regtune.errors import RegtuneError
-from regtune.evaluation import QASettings, evaluate_qa
-from regtune.hub import load_tokenizer
-from regtune.precision import resolve_precision
-from regtune.registers import add_registers, load_model
+from regtune.core.errors import RegtuneError
+from regtune.core.hub import load_tokenizer
+from regtune.core.precision import resolve_precision
+from regtune.core.registers import add_registers, load_model
+from regtune.tasks.qa.data import load_examples
+from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
 from train_throughput import DEFAULT_DATA_DIR, load_stock_model, tydi_file
 
 TARGET_SECONDS = 20.0

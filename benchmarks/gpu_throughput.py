@@ -6,7 +6,7 @@ pretrained weights), sdpa attention, with the ``default`` preset's attention dro
 Every arm gets ``regtune.add_registers(model, τ)``, as ``regtune train`` builds its model (τ=0 installs the
 hooks and adds nothing). One training step is what regtune runs: forward under
 ``torch.autocast(device, bfloat16)`` (fp32 master weights), backward, ``clip_grad_norm_(…, 1.0)``, fused
-AdamW over ``regtune.training.optimizer_param_groups`` (lr 1e-4, weight decay 0.01), ``zero_grad``.
+AdamW over ``regtune.training.trainer.optimizer_param_groups`` (lr 1e-4, weight decay 0.01), ``zero_grad``.
 
 Batches. Real TyDi en training windows when the data is found (``--data-dir``, else ``$REGTUNE_DATA_DIR``
 or its ``tydiqa-goldp`` folder, else ``../shared/data/tydiqa-goldp`` from the repository root): the
@@ -82,11 +82,11 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
 from regtune import add_registers, register_parameters
-from regtune.config import TrainConfig, resolve_config
-from regtune.data import load_examples
-from regtune.errors import RegtuneError
-from regtune.hub import load_tokenizer
-from regtune.training import optimizer_param_groups
+from regtune.core.errors import RegtuneError
+from regtune.core.hub import load_tokenizer
+from regtune.tasks.qa.data import load_examples
+from regtune.training.config import TrainConfig, resolve_config
+from regtune.training.trainer import optimizer_param_groups
 from train_throughput import Batch, batch_flops, build_workload, non_embedding_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -322,7 +322,8 @@ def build_arm(registers: int, config: TrainConfig, args: argparse.Namespace) -> 
     """bert-base (or tiny) QA model with ``registers`` registers, its optimizer, on the device."""
     bert = BertConfig(**(TINY_BERT if args.tiny else {}), attn_implementation="sdpa")
     if config.attention_dropout is not None:
-        # The default preset trains without attention-probability dropout (regtune.training.build_qa_model).
+        # The default preset trains without attention-probability dropout
+        # (regtune.training.trainer.build_model).
         bert.attention_probs_dropout_prob = config.attention_dropout
     torch.manual_seed(args.seed)  # the same weights in every arm
     model = BertForQuestionAnswering(bert).to(args.device)

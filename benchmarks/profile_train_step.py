@@ -31,11 +31,11 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
-from regtune.config import resolve_config
-from regtune.data import load_examples
-from regtune.features import QACollator
-from regtune.hub import load_tokenizer
-from regtune.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
+from regtune.core.hub import load_tokenizer
+from regtune.core.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
+from regtune.tasks.qa.data import load_examples
+from regtune.tasks.qa.features import QACollator
+from regtune.training.config import resolve_config
 from train_throughput import Arm, Trainee, build_workload, load_stock_model, train_file
 
 # Self-time buckets by operator name; first match wins. Names are ATen ops as the profiler reports them.

@@ -67,14 +67,14 @@ from transformers import AutoModelForQuestionAnswering, PreTrainedModel, PreTrai
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import logging as hf_logging
 
-from regtune.config import TrainConfig, resolve_config
-from regtune.data import QAExample, load_examples
-from regtune.errors import RegtuneError
-from regtune.features import QACollator, prepare_train_features
-from regtune.hub import DEFAULT_MODEL, load_tokenizer, resolve_model_name
-from regtune.precision import autocast_context, resolve_attn_implementation, resolve_precision
-from regtune.registers import CONFIG_KEY, add_registers
-from regtune.training import optimizer_param_groups
+from regtune.core.errors import RegtuneError
+from regtune.core.hub import DEFAULT_MODEL, load_tokenizer, resolve_model_name
+from regtune.core.precision import autocast_context, resolve_attn_implementation, resolve_precision
+from regtune.core.registers import CONFIG_KEY, add_registers
+from regtune.tasks.qa.data import QAExample, load_examples
+from regtune.tasks.qa.features import QACollator, prepare_train_features
+from regtune.training.config import TrainConfig, resolve_config
+from regtune.training.trainer import optimizer_param_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = "../shared/data/tydiqa-goldp"  # relative to the repository root, as in the Makefile
@@ -109,7 +109,7 @@ class Arm:
         name: Key in the table and the JSON line.
         preset: The regtune preset whose batching the arm uses (``seed`` or ``default``).
         num_registers: Registers to add with :func:`add_registers`; None keeps the stock HF model, no hooks.
-        precision: 'fp32', 'bf16' or 'auto' (see :mod:`regtune.precision`); autocast covers the forward.
+        precision: 'fp32', 'bf16' or 'auto' (see :mod:`regtune.core.precision`); autocast covers the forward.
         attention_dropout: Attention-probability dropout; None keeps the model's own (0.1 for MiniLM).
         attn_implementation: 'sdpa', 'eager' or 'auto' (resolved as regtune train does on this CPU).
     """
@@ -374,7 +374,7 @@ class Trainee:
 def set_attention_dropout(model: PreTrainedModel, p: float) -> None:
     """Set the attention-probability dropout of a loaded BERT-family model (the bundled MiniLM is a BERT).
 
-    regtune's ``build_qa_model`` sets it in the config before loading; here every arm is a copy of one
+    regtune's ``build_model`` sets it in the config before loading; here every arm is a copy of one
     loaded model, so the modules are set directly, where BERT's sdpa attention reads it each forward.
     """
     try:

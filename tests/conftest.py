@@ -143,7 +143,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from regtune.hub import load_tokenizer
+    from regtune.core.hub import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("minilm-l6")
@@ -157,7 +157,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def make_config(tiny_model_dir: Path, tiny_squad: SquadPair) -> Callable[..., Any]:
     """``make_config(output_dir, **overrides)``: the fast tiny-model TrainConfig."""
-    from regtune.config import resolve_config
+    from regtune.training.config import resolve_config
 
     def make(output_dir: Path, **overrides: Any):
         return resolve_config(
@@ -182,12 +182,12 @@ class FinishedRun:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, make_config: Callable[..., Any]) -> FinishedRun:
     """One uninterrupted tiny training run with the ``FAST_TRAIN`` settings."""
-    from regtune.training import train_qa
+    from regtune.training.trainer import train_model
 
     run_dir = tmp_path_factory.mktemp("runs") / "base"
     config = make_config(run_dir)
     with _one_thread():
-        metrics = train_qa(config, progress=False)
+        metrics = train_model(config, progress=False)
     return FinishedRun(dir=run_dir, config=config, metrics=metrics)
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from conftest import FinishedRun, SquadPair
-from regtune import cli
-from regtune.config import PRESETS, TrainConfig, resolve_config
-from regtune.data import read_squad
+from regtune.cli import main as cli
+from regtune.tasks.qa.data import read_squad
+from regtune.tasks.qa.task import PRESETS
+from regtune.training.config import TrainConfig, resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread", "restore_hf_logging")
 
@@ -292,8 +293,8 @@ def test_seed_preset_resolves_to_the_seed_recipe() -> None:
 
 
 def _parsed_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str) -> TrainConfig:
-    """The config ``regtune train ... FLAGS`` would train with (train_qa is replaced by a stub)."""
-    import regtune.training
+    """The config ``regtune train ... FLAGS`` would train with (train_model is replaced by a stub)."""
+    import regtune.training.trainer
 
     seen: dict[str, Any] = {}
 
@@ -301,7 +302,7 @@ def _parsed_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str)
         seen["config"], seen["kwargs"] = config, kwargs
         return {}
 
-    monkeypatch.setattr(regtune.training, "train_qa", fake_train_qa)
+    monkeypatch.setattr(regtune.training.trainer, "train_model", fake_train_qa)
     argv = ["train", "--train", "t.json", "--dev", "d.json", "--output-dir", str(tmp_path), *flags]
     assert cli.main(argv) == 0
     return seen["config"]

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from regtune.data import (
+from regtune.core.errors import ConfigError, DataError, RegtuneError
+from regtune.tasks.qa.data import (
     TYDI_LANGUAGES,
     Answer,
     QAExample,
@@ -23,7 +24,6 @@ from regtune.data import (
     load_tydiqa_from_hub,
     read_squad,
 )
-from regtune.errors import ConfigError, DataError, RegtuneError
 
 CONTEXT = "Paris is the capital of France. It lies on the Seine."  # 53 characters; "Seine" at 47
 
@@ -186,7 +186,7 @@ def test_per_question_problems_skip_when_not_strict(
     payload = mutate(_squad(_qa("q-bad-1")))
     # A second, good article shows that skipping one question leaves the rest alone.
     payload["data"].append(_squad(_qa("q-good"))["data"][0])
-    with caplog.at_level(logging.WARNING, logger="regtune.data"):
+    with caplog.at_level(logging.WARNING, logger="regtune.tasks.qa.data"):
         result = read_squad(_write(tmp_path, payload))
     assert [ex.id for ex in result.examples] == ["q-good"]
     assert len(result.skipped) == 1
@@ -210,7 +210,7 @@ def test_missing_context_skips_and_counts_every_question(
     payload["data"][0]["paragraphs"].append({"qas": [_qa("b1"), _qa("b2", "  "), _qa("b3")]})  # no context
     payload["data"][0]["paragraphs"].append({"context": CONTEXT, "qas": [_qa("c1", answers=[])]})
     path = _write(tmp_path, payload)
-    with caplog.at_level(logging.WARNING, logger="regtune.data"):
+    with caplog.at_level(logging.WARNING, logger="regtune.tasks.qa.data"):
         result = read_squad(path)
     assert [ex.id for ex in result.examples] == ["a1", "a2"]
     assert result.skipped == [

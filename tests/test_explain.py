@@ -13,8 +13,10 @@ import torch
 from transformers import BertConfig, BertForQuestionAnswering
 
 from conftest import TINY_BERT
-from regtune.data import Answer, QAExample
-from regtune.errors import ConfigError, RegtuneError
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.hub import load_tokenizer
+from regtune.core.registers import add_registers, full_position, get_register_module, register_intervention
+from regtune.experiments.stats import mean_interval, paired_difference
 from regtune.explain.attention import explain_attention
 from regtune.explain.inputs import ExplainInput, build_explain_inputs, predicted_span
 from regtune.explain.methods import (
@@ -25,9 +27,7 @@ from regtune.explain.methods import (
 )
 from regtune.explain.metrics import agreement, faithfulness, focus, plausibility
 from regtune.explain.run import ExplainConfig, explain_model, prepare_output_dir, select_examples, summarize
-from regtune.hub import load_tokenizer
-from regtune.registers import add_registers, full_position, get_register_module, register_intervention
-from regtune.stats import mean_interval, paired_difference
+from regtune.tasks.qa.data import Answer, QAExample
 from tiny_models import ARCHS, tiny_batch, tiny_model
 
 
@@ -200,7 +200,7 @@ def test_ig_register_baseline_measures_the_registers(tokenizer) -> None:
 
 
 def test_ig_warns_when_the_completeness_gap_is_large(tokenizer, monkeypatch) -> None:
-    from regtune.errors import RegtuneWarning
+    from regtune.core.errors import RegtuneWarning
     from regtune.explain import methods
 
     model = _tiny_qa(tokenizer, 0)
@@ -442,7 +442,7 @@ def saved_pair(tokenizer, tmp_path_factory) -> tuple[Path, Path]:
 def test_cli_explain_compare_end_to_end(
     saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging, capsys
 ) -> None:
-    from regtune.cli import main
+    from regtune.cli.main import main
 
     out = tmp_path / "explain"
     argv = [
@@ -481,7 +481,7 @@ def test_cli_explain_compare_end_to_end(
 
 
 def test_cli_explain_bad_input_is_one_line(saved_pair, tmp_path: Path, restore_hf_logging, capsys) -> None:
-    from regtune.cli import main
+    from regtune.cli.main import main
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -493,7 +493,7 @@ def test_cli_explain_bad_input_is_one_line(saved_pair, tmp_path: Path, restore_h
 
 
 def test_cli_analyze_compare_end_to_end(saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging) -> None:
-    from regtune.cli import main
+    from regtune.cli.main import main
 
     out = tmp_path / "analyze"
     argv = [
@@ -571,7 +571,7 @@ def test_ablation_table_formats_missing_intervals() -> None:
 def test_cli_explain_refuses_bad_labels_and_outputs(
     saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging, capsys
 ) -> None:
-    from regtune.cli import main
+    from regtune.cli.main import main
 
     base = [
         "explain",
@@ -600,7 +600,7 @@ def test_cli_explain_refuses_a_changed_dev_file(
     import os
     import shutil
 
-    from regtune.cli import main
+    from regtune.cli.main import main
 
     dev = shutil.copy(tiny_squad.dev, tmp_path / "dev.json")
     argv = [

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from regtune.data import QAExample, read_squad
-from regtune.errors import ConfigError, RegtuneError
-from regtune.evaluation import QASettings
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.registers import add_registers, get_register_module, register_intervention
 from regtune.explain.ablation import ablation_overrides, register_ablation
 from regtune.explain.artifact_plots import (
     PLOT_FILES,
@@ -23,7 +22,8 @@ from regtune.explain.artifact_plots import (
 )
 from regtune.explain.artifacts import CATEGORIES, analyze_model, mad_outliers, token_category
 from regtune.explain.inputs import ExplainInput
-from regtune.registers import add_registers, get_register_module, register_intervention
+from regtune.tasks.qa.data import QAExample, read_squad
+from regtune.tasks.qa.evaluation import QASettings
 from tiny_models import ARCHS, tiny_batch, tiny_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

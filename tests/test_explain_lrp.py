@@ -14,12 +14,12 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import GELUActivation
 
-from regtune.data import QAExample
-from regtune.errors import ConfigError
+from regtune.core.errors import ConfigError
+from regtune.core.registers import add_registers
 from regtune.explain.attention import IMPLEMENTATION
 from regtune.explain.inputs import ExplainInput, TokenKind
 from regtune.explain.lrp import LRP, LRP_RULES, lrp_rules, norm_and_activation_rules
-from regtune.registers import add_registers
+from regtune.tasks.qa.data import QAExample
 from tiny_models import _SPECIAL_IDS, ARCHS, FIRST_TEXT_ID, VOCAB, Arch, tiny_model
 
 TAUS = (0, 3)

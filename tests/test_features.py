@@ -14,9 +14,10 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from regtune.data import Answer, QAExample
-from regtune.errors import ConfigError
-from regtune.features import (
+from regtune.core.errors import ConfigError
+from regtune.core.hub import load_tokenizer
+from regtune.tasks.qa.data import Answer, QAExample
+from regtune.tasks.qa.features import (
     DEFAULT_MAX_QUERY_LENGTH,
     NO_ANSWER_INDEX,
     QACollator,
@@ -26,7 +27,6 @@ from regtune.features import (
     prepare_train_features,
     tokenize_windows,
 )
-from regtune.hub import load_tokenizer
 
 WORDS = ["the", "river", "city", "north", "market", "stone", "bridge"]
 WORDS += ["garden", "winter", "summer", "harbor", "mountain", "valley", "forest"]

@@ -17,11 +17,11 @@ import pytest
 from transformers import set_seed
 
 from conftest import SquadPair, squad_slice
-from regtune.config import resolve_config
-from regtune.data import read_squad
-from regtune.evaluation import QASettings, evaluate_qa
-from regtune.hub import load_tokenizer
-from regtune.training import build_qa_model, train_qa
+from regtune.core.hub import load_tokenizer
+from regtune.tasks.qa.data import read_squad
+from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
+from regtune.training.config import resolve_config
+from regtune.training.trainer import build_model, train_model
 
 pytestmark = pytest.mark.slow
 
@@ -52,15 +52,15 @@ def test_minilm_learns_tydi_english(data_dir: Path, tmp_path: Path) -> None:
         seed=1,
     )
 
-    # The same model train_qa starts from: train_qa seeds, then builds it.
+    # The same model train_model starts from: train_model seeds, then builds it.
     set_seed(config.seed)
-    untrained = build_qa_model(config)
+    untrained = build_model(config)
     settings = QASettings.from_train_config(config)
     examples = read_squad(dev).examples
     before = evaluate_qa(untrained, load_tokenizer(config.model), examples, settings, progress=False)
     del untrained
 
-    after = train_qa(config, progress=False)
+    after = train_model(config, progress=False)
 
     assert after["num_questions"] == before.metrics["num_questions"] == len(examples) == 60
     assert after["train_steps"] == 40 and after["num_registers"] == 4

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from regtune.data import Answer, QAExample
-from regtune.metrics import (
+from regtune.tasks.qa.data import Answer, QAExample
+from regtune.tasks.qa.metrics import (
     SquadResult,
     exact_match_score,
     f1_score,

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from regtune.data import Answer, QAExample
-from regtune.errors import ConfigError
-from regtune.metrics import squad_scores
-from regtune.postprocess import (
+from regtune.core.errors import ConfigError
+from regtune.tasks.qa.data import Answer, QAExample
+from regtune.tasks.qa.metrics import squad_scores
+from regtune.tasks.qa.postprocess import (
     Prediction,
     best_spans,
     postprocess_qa_predictions,

@@ -10,16 +10,16 @@ import torch
 from transformers import AutoModelForQuestionAnswering, TrainerCallback, TrainingArguments
 
 from conftest import FinishedRun
-from regtune import precision
-from regtune.config import TrainConfig
-from regtune.data import QAExample
-from regtune.errors import ConfigError
-from regtune.evaluation import QASettings, predict_logits
-from regtune.features import QACollator, prepare_eval_features
-from regtune.hub import load_tokenizer
-from regtune.precision import autocast_context, resolve_precision
-from regtune.registers import add_registers
-from regtune.training import train_qa
+from regtune.core import precision
+from regtune.core.errors import ConfigError
+from regtune.core.hub import load_tokenizer
+from regtune.core.precision import autocast_context, resolve_precision
+from regtune.core.registers import add_registers
+from regtune.tasks.qa.data import QAExample
+from regtune.tasks.qa.evaluation import QASettings, predict_logits
+from regtune.tasks.qa.features import QACollator, prepare_eval_features
+from regtune.training.config import TrainConfig
+from regtune.training.trainer import train_model
 
 
 def test_fp32_is_fp32_everywhere() -> None:
@@ -115,7 +115,9 @@ def test_training_records_and_uses_its_precision(
         def on_train_begin(self, args: TrainingArguments, *rest: object, **kwargs: object) -> None:
             seen.append(args)
 
-    metrics = train_qa(make_config(tmp_path / other, precision=other), progress=False, callbacks=[SeeArgs()])
+    metrics = train_model(
+        make_config(tmp_path / other, precision=other), progress=False, callbacks=[SeeArgs()]
+    )
     assert metrics["precision"] == other
     assert seen[0].bf16 is (other == "bf16")
     # No per-step isnan/isinf test of the loss: on a GPU it would be a host sync every step.

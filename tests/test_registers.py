@@ -1,6 +1,6 @@
 """The register mechanism on tiny random encoders of every supported architecture.
 
-Every claim in ``regtune.registers``' docstring is checked against the stock model with the same
+Every claim in ``regtune.core.registers``' docstring is checked against the stock model with the same
 weights: τ=0 is the stock model, registers change the logits but never their shape, hidden states and
 attentions keep the registers, padding and placement do not matter, the pooler reads [CLS], gradients
 reach the registers, and the saved model loads back identical.
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from regtune.errors import ConfigError, RegtuneError
-from regtune.registers import (
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.registers import (
     CONFIG_KEY,
     RegisterConfig,
     RegisterPlacement,

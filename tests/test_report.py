@@ -1,4 +1,4 @@
-"""regtune.report: sweep statistics (cells, paired comparisons, Holm, selection) and the HTML report.
+"""regtune.reporting.report: sweep statistics (cells, paired comparisons, Holm, selection), HTML report.
 
 The sweep folders here are written by hand in the layout ``regtune sweep`` produces (no training): every
 run gets per-question F1/EM drawn with numpy from a known model (question difficulty + a seed shift +
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regtune.errors import RegtuneError
-from regtune.io import atomic_write_json
-from regtune.report import CSV_TAIL, METRICS, analyze_sweep, read_loss_curve, write_report
-from regtune.sweep import VALIDATION, SweepConfig, collect_results, write_results_csv
+from regtune.core.errors import RegtuneError
+from regtune.core.io import atomic_write_json
+from regtune.experiments.sweep import VALIDATION, SweepConfig, collect_results, write_results_csv
+from regtune.reporting.report import CSV_TAIL, METRICS, analyze_sweep, read_loss_curve, write_report
 
 QUESTIONS = 200
 TAUS = (0, 8, 32)

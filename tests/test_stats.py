@@ -1,4 +1,4 @@
-"""regtune.stats on synthetic scores whose truth is known, plus hand-computed Holm and input validation.
+"""regtune.experiments.stats on synthetic scores with a known truth, hand-computed Holm, input validation.
 
 The simulations draw scores from a model with the three sources of variation a sweep has:
 
@@ -23,9 +23,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from regtune import stats
-from regtune.errors import ConfigError, DataError
-from regtune.stats import CellSummary, Comparison, compare, holm, score_matrix, summarize
+from regtune.core.errors import ConfigError, DataError
+from regtune.experiments import stats
+from regtune.experiments.stats import CellSummary, Comparison, compare, holm, score_matrix, summarize
 
 N_QUESTIONS = 440
 ALPHA = 0.05

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from conftest import FAST_TRAIN, SquadPair
-from regtune import cli
-from regtune.errors import ConfigError, RegtuneError
-from regtune.sweep import (
+from regtune.cli import main as cli
+from regtune.cli import sweep as cli_sweep
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.experiments.sweep import (
     VALIDATION,
     SweepConfig,
     _held_out,
@@ -243,8 +244,8 @@ import json, os, signal, sys
 import torch
 from transformers import TrainerCallback
 
-import regtune.training
-from regtune.sweep import SweepConfig, run_sweep
+import regtune.training.trainer
+from regtune.experiments.sweep import SweepConfig, run_sweep
 
 torch.set_num_threads(1)
 
@@ -255,18 +256,18 @@ class KillAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit, no finally
 
 
-original = regtune.training.train_qa
+original = regtune.training.trainer.train_model
 calls = []
 
 
-def train_qa(config, **kwargs):
+def train_model(config, **kwargs):
     calls.append(config.output_dir)
     if len(calls) == 2:  # the second run dies at step 4 of 4, after its step-3 checkpoint
         kwargs["callbacks"] = [KillAt()]
     return original(config, **kwargs)
 
 
-regtune.training.train_qa = train_qa
+regtune.training.trainer.train_model = train_model
 run_sweep(SweepConfig.from_dict(json.loads(open(sys.argv[1]).read())), threads=1, progress=False)
 sys.exit(3)  # not reached
 """
@@ -492,12 +493,12 @@ def test_cli_dev_files_expand_globs_once_in_order(tmp_path: Path, tiny_squad: Sq
     files = _two_dev_files(tmp_path, tiny_squad)  # data/en/dev.json, data/sw/dev.json
     pattern = str(tmp_path / "data" / "*" / "dev.json")
     # sw first, then a glob that matches it again: scored once, in its first place.
-    assert cli._dev_files([files[1], pattern]) == [files[1], files[0]]
-    assert cli._dev_files([f"{files[0]},{files[1]}"]) == files
+    assert cli_sweep.dev_files([files[1], pattern]) == [files[1], files[0]]
+    assert cli_sweep.dev_files([f"{files[0]},{files[1]}"]) == files
 
 
 def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair) -> None:
-    from regtune.report import analyze_sweep
+    from regtune.reporting.report import analyze_sweep
 
     sweep = _sweep(
         tmp_path,
@@ -509,7 +510,7 @@ def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, t
     )
     rows = run_sweep(sweep, threads=1, progress=False)
     assert {r["dev"] for r in rows} == {VALIDATION, tiny_squad.dev.parent.name}
-    for spec in sweep.runs():  # train_qa scored the held-out part; the dev file came after
+    for spec in sweep.runs():  # train_model scored the held-out part; the dev file came after
         assert json.loads((spec.dir / "metrics.json").read_text())["dev_file"].endswith("validation.json")
     analysis = analyze_sweep(sweep.root, n_boot=200)
     group = analysis["selection"]["groups"][0]
@@ -557,7 +558,7 @@ def test_cli_report_on_a_real_sweep(
 
 
 def test_ray_resource_requests_that_cannot_be_met_fail_at_once() -> None:
-    from regtune.sweep import check_ray_resources
+    from regtune.experiments.sweep import check_ray_resources
 
     nodes = [
         {"Alive": True, "Resources": {"CPU": 4.0}},

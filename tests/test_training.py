@@ -1,4 +1,4 @@
-"""train_qa end to end on a tiny random BERT: the run folder, determinism, kill-and-resume, guards.
+"""train_model end to end on a tiny random BERT: the run folder, determinism, kill-and-resume, guards.
 
 One uninterrupted run (the session fixture ``finished_run``: 9 steps of 4 windows, checkpoints every 3)
 is the reference the other tests compare with.
@@ -22,19 +22,19 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from conftest import FAST_TRAIN, FinishedRun, SquadPair
-from regtune import cli
-from regtune.config import TRAIN_FLAGS, TrainConfig
-from regtune.data import read_squad
-from regtune.errors import RegtuneError
-from regtune.evaluation import QA_SETTINGS_KEY
-from regtune.io import atomic_write_json, atomic_write_text
-from regtune.registers import CONFIG_KEY, add_registers, load_model, register_parameters
-from regtune.training import (
+from regtune.cli import main as cli
+from regtune.core.errors import RegtuneError
+from regtune.core.io import atomic_write_json, atomic_write_text
+from regtune.core.registers import CONFIG_KEY, add_registers, load_model, register_parameters
+from regtune.tasks.qa.data import read_squad
+from regtune.tasks.qa.evaluation import QA_SETTINGS_KEY
+from regtune.training.config import TRAIN_FLAGS, TrainConfig
+from regtune.training.trainer import (
     RegisterTrainer,
-    build_qa_model,
+    build_model,
     check_run_dir,
     optimizer_param_groups,
-    train_qa,
+    train_model,
     truncate_log,
 )
 from tiny_models import tiny_model
@@ -139,7 +139,7 @@ def test_run_folder_holds_every_result(finished_run: FinishedRun, tiny_squad: Sq
 def test_same_seed_gives_the_same_run(
     finished_run: FinishedRun, make_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    again = train_qa(make_config(tmp_path / "again"), progress=False)
+    again = train_model(make_config(tmp_path / "again"), progress=False)
     for key in ("f1", "exact_match", "train_loss", "num_train_windows"):
         assert again[key] == finished_run.metrics[key], key
     assert _read_json(tmp_path / "again/predictions.json") == _read_json(
@@ -148,7 +148,7 @@ def test_same_seed_gives_the_same_run(
     _assert_same_weights(tmp_path / "again", finished_run.dir, atol=0.0)
 
     # ...and the seed is what makes it so: another seed trains differently.
-    other = train_qa(make_config(tmp_path / "other", seed=FAST_TRAIN["seed"] + 1), progress=False)
+    other = train_model(make_config(tmp_path / "other", seed=FAST_TRAIN["seed"] + 1), progress=False)
     assert other["train_loss"] != finished_run.metrics["train_loss"]
 
 
@@ -160,8 +160,8 @@ import json, os, signal, sys
 import torch
 from transformers import TrainerCallback
 
-from regtune.config import TrainConfig
-from regtune.training import train_qa
+from regtune.training.config import TrainConfig
+from regtune.training.trainer import train_model
 
 torch.set_num_threads(1)  # as in the reference run: thread count can change float sums
 
@@ -176,7 +176,7 @@ class KillAt(TrainerCallback):
 
 
 config = TrainConfig.from_dict(json.loads(open(sys.argv[1]).read()))
-train_qa(config, progress=False, callbacks=[KillAt(int(sys.argv[2]))])
+train_model(config, progress=False, callbacks=[KillAt(int(sys.argv[2]))])
 sys.exit(3)  # not reached
 """
 
@@ -338,7 +338,7 @@ def test_resuming_a_finished_run_returns_its_metrics(finished_run: FinishedRun) 
     metrics_file = finished_run.dir / "metrics.json"
     before = metrics_file.stat().st_mtime_ns
     assert check_run_dir(finished_run.dir, finished_run.config, resume=True) == finished_run.metrics
-    metrics = train_qa(finished_run.config, resume=True, progress=False, callbacks=[_MustNotTrain()])
+    metrics = train_model(finished_run.config, resume=True, progress=False, callbacks=[_MustNotTrain()])
     assert metrics == finished_run.metrics
     assert metrics_file.stat().st_mtime_ns == before
 
@@ -402,9 +402,9 @@ def test_register_trainer_builds_its_optimizer_from_the_groups(tmp_path: Path) -
 
 
 def test_registers_move_during_training(finished_run: FinishedRun) -> None:
-    # train_qa seeds, then builds the model: the same two calls rebuild the run's initial weights.
+    # train_model seeds, then builds the model: the same two calls rebuild the run's initial weights.
     set_seed(finished_run.config.seed)
-    initial = build_qa_model(finished_run.config)
+    initial = build_model(finished_run.config)
     trained = load_model(finished_run.dir / "model")
     before = register_parameters(initial)[0].detach()
     after = register_parameters(trained)[0].detach()
@@ -425,7 +425,7 @@ def test_registers_move_during_training(finished_run: FinishedRun) -> None:
 @pytest.mark.parametrize("dropout", [None, 0.0, 0.25])
 def test_build_qa_model_sets_attention_dropout(tiny_model_dir: Path, dropout: float | None) -> None:
     config = TrainConfig(model=str(tiny_model_dir), num_registers=2, attention_dropout=dropout)
-    model = build_qa_model(config)
+    model = build_model(config)
     expected = 0.1 if dropout is None else dropout  # BertConfig's own default stays when not given
     assert model.config.attention_probs_dropout_prob == expected
     assert model.bert.encoder.layer[0].attention.self.dropout.p == expected

@@ -7,7 +7,7 @@ The public API users script against::
     regtune.split_registers(tensor, model, dim=1)
 """
 
-from regtune.registers import (
+from regtune.core.registers import (
     RegisterConfig,
     RegisterInit,
     RegisterPlacement,

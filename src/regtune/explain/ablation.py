@@ -2,8 +2,8 @@
 replaced by the registers' mean, or masked out of attention.
 
 One checkpoint per arm, so the ΔF1 intervals are paired question bootstraps
-(:func:`regtune.stats.paired_difference`): they say whether *this* model depends on a register, not
-whether registers help in general (that is the sweep's job).
+(:func:`regtune.experiments.stats.paired_difference`): they say whether *this* model depends on a
+register, not whether registers help in general (that is the sweep's job).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from regtune.data import QAExample
-from regtune.errors import ConfigError, RegtuneError
-from regtune.evaluation import QASettings, evaluate_qa
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.registers import get_register_module, register_intervention
+from regtune.experiments.stats import paired_difference
 from regtune.explain.artifacts import _json_ready
-from regtune.registers import get_register_module, register_intervention
-from regtune.stats import paired_difference
+from regtune.tasks.qa.data import QAExample
+from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
 
 AblationMode = Literal["zero", "mean", "mask"]
 ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "mask")

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from regtune.errors import RegtuneError
+from regtune.core.errors import RegtuneError
+from regtune.core.io import atomic_write_json
 from regtune.explain.artifacts import CATEGORIES, analyze_model
-from regtune.io import atomic_write_json
 
 #: Categories whose share of outliers and of attention the overview tables list.
 _TABLE_CATEGORIES = ("cls", "sep", "register", "punct")
@@ -84,8 +84,8 @@ def run_analyze(
 ) -> dict[str, Path]:
     """The whole ``regtune analyze`` job; returns the files written, by name."""
     from regtune import __version__
-    from regtune.data import load_examples
-    from regtune.evaluation import QASettings
+    from regtune.core.hub import load_tokenizer
+    from regtune.core.registers import get_register_config, load_model
     from regtune.explain.ablation import register_ablation
     from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison, write_artifact_plots
     from regtune.explain.inputs import build_explain_inputs
@@ -97,8 +97,8 @@ def run_analyze(
         prepare_output_dir,
         select_examples,
     )
-    from regtune.hub import load_tokenizer
-    from regtune.registers import get_register_config, load_model
+    from regtune.tasks.qa.data import load_examples
+    from regtune.tasks.qa.evaluation import QASettings
 
     paths = [model] + ([compare] if compare else [])
     models = [load_model(p) for p in paths]

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from regtune.core.io import atomic_write_bytes
 from regtune.explain.artifacts import CATEGORIES, ArtifactAnalysis
-from regtune.io import atomic_write_bytes
 
 #: One colour per token category, shared by all figures.
 CATEGORY_COLOURS = {

@@ -17,7 +17,8 @@ reports the change in dev F1 with a paired question-bootstrap interval. Plots li
 :mod:`regtune.explain.artifact_plots`; everything here is JSON-ready through ``to_dict()``.
 
 Sequence layout: every count comes from ``get_register_config(model)`` and the placement from
-:func:`~regtune.registers.register_slice` / :func:`~regtune.registers.full_position`, never a literal.
+:func:`~regtune.core.registers.register_slice` / :func:`~regtune.core.registers.full_position`, never
+a literal.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from regtune.errors import ConfigError, RegtuneError
-from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput
-from regtune.registers import (
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.registers import (
     full_position,
     get_register_config,
     register_slice,
 )
+from regtune.explain.attention import explain_attention
+from regtune.explain.inputs import ExplainInput
 
 Category = Literal["cls", "sep", "register", "punct", "stopword", "content"]
 #: Every token category, in the order of the category axis of all arrays below.

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from regtune.errors import RegtuneError
+from regtune.core.errors import RegtuneError
 
 #: Name of the attention implementation registered by this module.
 IMPLEMENTATION = "regtune_explain"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from regtune.data import QAExample
-from regtune.features import prepare_eval_features
-from regtune.postprocess import Offset, best_spans
+from regtune.tasks.qa.data import QAExample
+from regtune.tasks.qa.features import prepare_eval_features
+from regtune.tasks.qa.postprocess import Offset, best_spans
 
 TokenKind = Literal["cls", "sep", "question", "context"]
 

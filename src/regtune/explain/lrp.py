@@ -38,7 +38,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2CLS
 
-from regtune.errors import ConfigError
+from regtune.core.errors import ConfigError
 from regtune.explain.attention import explain_attention
 from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import Attribution, AttributionMethod, embedding_leaf, target_score

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from regtune.errors import ConfigError, RegtuneWarning
-from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput, predicted_span
-from regtune.registers import (
+from regtune.core.errors import ConfigError, RegtuneWarning
+from regtune.core.registers import (
     _entry_module,
     full_position,
     get_register_config,
     register_intervention,
     split_registers,
 )
+from regtune.explain.attention import explain_attention
+from regtune.explain.inputs import ExplainInput, predicted_span
 
 Target = Literal["start", "end", "span"]
 TARGETS: tuple[str, ...] = ("start", "end", "span")
@@ -172,7 +172,7 @@ class AttributionMethod(ABC):
 
     def predicted_span(self, inputs: ExplainInput) -> tuple[int, int]:
         """The model's best span in the window, with its own n-best and answer-length limits."""
-        from regtune.evaluation import QASettings
+        from regtune.tasks.qa.evaluation import QASettings
 
         settings = QASettings.from_model(self.model)
         self.model.eval()

@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from regtune.errors import ConfigError
-from regtune.io import atomic_write_text
+from regtune.core.errors import ConfigError
+from regtune.core.io import atomic_write_text
 
 if TYPE_CHECKING:  # only attributes are read: importing this module needs neither torch nor transformers
     from regtune.explain.inputs import ExplainInput

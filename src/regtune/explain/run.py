@@ -23,8 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from regtune.data import QAExample
-from regtune.errors import ConfigError, RegtuneError, check_known_fields
+from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
+from regtune.experiments.stats import mean_interval, paired_difference
 from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import (
     TARGETS,
@@ -34,7 +34,7 @@ from regtune.explain.methods import (
     IntegratedGradients,
 )
 from regtune.explain.metrics import agreement, question_metrics
-from regtune.stats import mean_interval, paired_difference
+from regtune.tasks.qa.data import QAExample
 
 #: Attribution methods by CLI name.
 METHODS: dict[str, Callable[..., AttributionMethod]] = {}
@@ -337,7 +337,7 @@ def prepare_output_dir(out: Path, settings: dict[str, Any], *, kind: str = "expl
             )
     elif out.exists() and any(out.iterdir()):
         raise RegtuneError(f"{out} is not empty and holds no {kind} run; choose a new --output-dir")
-    from regtune.io import atomic_write_json
+    from regtune.core.io import atomic_write_json
 
     atomic_write_json(saved, settings)
     if kind == "explain":
@@ -353,7 +353,7 @@ def plot_summary(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from regtune.io import atomic_write_bytes
+    from regtune.core.io import atomic_write_bytes
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
@@ -390,7 +390,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     import csv
     import io
 
-    from regtune.io import atomic_write_text
+    from regtune.core.io import atomic_write_text
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -402,7 +402,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 
 def default_labels(*models: PreTrainedModel) -> tuple[str, ...]:
-    from regtune.registers import get_register_config
+    from regtune.core.registers import get_register_config
 
     names = tuple(f"tau{get_register_config(m).num_registers}" for m in models)
     if len(set(names)) < len(names):
@@ -439,14 +439,14 @@ def run_explain(
     import warnings
 
     from regtune import __version__
-    from regtune.data import load_examples
-    from regtune.errors import RegtuneWarning
-    from regtune.evaluation import QASettings
+    from regtune.core.errors import RegtuneWarning
+    from regtune.core.hub import load_tokenizer
+    from regtune.core.io import atomic_write_json
+    from regtune.core.registers import load_model
     from regtune.explain.inputs import build_explain_inputs
     from regtune.explain.render import write_compare_page, write_explain_page
-    from regtune.hub import load_tokenizer
-    from regtune.io import atomic_write_json
-    from regtune.registers import load_model
+    from regtune.tasks.qa.data import load_examples
+    from regtune.tasks.qa.evaluation import QASettings
 
     config = ExplainConfig(
         methods=tuple(methods),

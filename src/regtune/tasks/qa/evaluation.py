@@ -12,14 +12,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from regtune.data import QAExample
-from regtune.features import QACollator, length_sorted_batches, prepare_eval_features
-from regtune.metrics import squad_scores
-from regtune.postprocess import Prediction, postprocess_qa_predictions
-from regtune.precision import autocast_context, check_precision
+from regtune.core.precision import autocast_context, check_precision
+from regtune.tasks.qa.data import QAExample
+from regtune.tasks.qa.features import QACollator, length_sorted_batches, prepare_eval_features
+from regtune.tasks.qa.metrics import squad_scores
+from regtune.tasks.qa.postprocess import Prediction, postprocess_qa_predictions
 
 if TYPE_CHECKING:
-    from regtune.config import TrainConfig
+    from regtune.training.config import TrainConfig
 
 #: Key in the saved model config holding the featurization and decoding settings used in training,
 #: so that ``regtune evaluate`` reproduces the training run's scores by default.
@@ -34,7 +34,7 @@ class QASettings:
     doc_stride: int = 128
     n_best: int = 20
     max_answer_length: int = 30
-    #: 'auto', 'bf16' or 'fp32' (see regtune.precision); resolved on the device that runs inference.
+    #: 'auto', 'bf16' or 'fp32' (see regtune.core.precision); resolved on the device that runs inference.
     precision: str = "auto"
 
     def __post_init__(self) -> None:

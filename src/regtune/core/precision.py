@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from regtune.errors import ConfigError
+from regtune.core.errors import ConfigError
 
 #: What a user may ask for.
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regtune.data import QAExample
-from regtune.errors import ConfigError
+from regtune.core.errors import ConfigError
+from regtune.tasks.qa.data import QAExample
 
 Offset = tuple[int, int] | None
 Logits = Sequence[np.ndarray] | np.ndarray
@@ -246,5 +246,5 @@ def postprocess_qa_predictions(
 
 
 def predictions_to_text(predictions: Mapping[str, Prediction]) -> dict[str, str]:
-    """Map question id -> answer text, the form :func:`regtune.metrics.squad_scores` takes."""
+    """Map question id -> answer text, the form :func:`regtune.tasks.qa.metrics.squad_scores` takes."""
     return {qid: prediction.text for qid, prediction in predictions.items()}

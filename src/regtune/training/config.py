@@ -1,32 +1,37 @@
-"""Run configuration: one dataclass for everything a user sets, with named presets.
+"""Run configuration: one dataclass for everything a user sets, with named presets per task.
 
-A run's resolved config (preset, then the user's explicit options on top) is saved as
-``DIR/config.json`` beside its results, together with library versions.
+A run's resolved config (the task's preset, then the user's explicit options on top) is saved as
+``DIR/config.json`` beside its results, together with library versions. :class:`TrainConfig` holds the
+options every task shares and inherits each task's own options dataclass
+(:class:`~regtune.tasks.qa.task.QAOptions`, ...); only the run's own task's fields are saved and
+checked, and only that task reads them.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from regtune.errors import ConfigError, check_known_fields
-from regtune.precision import check_attn_implementation, check_precision
-from regtune.registers import RegisterConfig
+from regtune.core.errors import ConfigError, check_known_fields
+from regtune.core.precision import check_attn_implementation, check_precision
+from regtune.core.registers import RegisterConfig
+from regtune.tasks import TASKS, get_task
+from regtune.tasks.classification.task import ClassificationOptions
+from regtune.tasks.qa.task import QAOptions
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one ``regtune train`` run (fine-tuning for extractive QA)."""
+class TrainConfig(ClassificationOptions, QAOptions):
+    """Settings of one ``regtune train`` run: the shared ones here, each task's own inherited."""
 
     model: str = field(default="minilm-l6", metadata={"help": "Short name, local folder or Hub id."})
-    train_file: str = field(default="", metadata={"help": "SQuAD-1.1 JSON training file."})
-    dev_file: str = field(default="", metadata={"help": "SQuAD-1.1 JSON file scored after training."})
+    task: str = field(default="qa", metadata={"help": "What is fine-tuned: " + ", ".join(TASKS) + "."})
+    train_file: str = field(default="", metadata={"help": "Training file."})
+    dev_file: str = field(default="", metadata={"help": "File scored after training."})
     output_dir: str = field(default="", metadata={"help": "Run folder: config, metrics, predictions, model."})
-    preset: Literal["default", "seed"] = field(
-        default="default", metadata={"help": "Recipe the rest starts from."}
-    )
-    # Registers (see regtune.registers).
+    preset: str = field(default="default", metadata={"help": "Recipe the rest starts from."})
+    # Registers (see regtune.core.registers).
     num_registers: int = field(default=0, metadata={"help": "Number of register tokens (τ)."})
     register_placement: str = field(default="prepend", metadata={"help": "'prepend' or 'after_cls'."})
     register_init: str = field(
@@ -36,22 +41,20 @@ class TrainConfig:
     # Optimisation.
     epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use --epochs)."})
-    batch_size: int = field(default=16, metadata={"help": "Training windows per step (per process)."})
+    batch_size: int = field(default=16, metadata={"help": "Training sequences per step (per process)."})
     lr: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW, linear decay)."})
     weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay (not on bias/LN/registers)."}
     )
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps with linear warm-up."})
     seed: int = field(default=42, metadata={"help": "Seed for init, dropout and data order."})
-    # Features.
-    max_length: int = field(default=384, metadata={"help": "Text tokens per window (registers not counted)."})
-    doc_stride: int = field(default=128, metadata={"help": "Overlap in tokens between context windows."})
-    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every window to --max-length."})
-    group_by_length: bool = field(default=True, metadata={"help": "Batch windows of similar length."})
-    # Evaluation / post-processing.
-    eval_batch_size: int = field(default=64, metadata={"help": "Windows per inference batch."})
-    n_best: int = field(default=20, metadata={"help": "Start and end candidates per window."})
-    max_answer_length: int = field(default=30, metadata={"help": "Longest answer span, in tokens."})
+    # Inputs.
+    max_length: int = field(
+        default=384, metadata={"help": "Text tokens per input sequence (registers not counted)."}
+    )
+    pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every sequence to --max-length."})
+    group_by_length: bool = field(default=True, metadata={"help": "Batch sequences of similar length."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Sequences per inference batch."})
     # Run control.
     strict: bool = field(default=False, metadata={"help": "Fail on bad records instead of skipping them."})
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
@@ -74,22 +77,14 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{self.preset}'; choose from {sorted(PRESETS)}")
-        for name in (
-            "batch_size",
-            "eval_batch_size",
-            "max_length",
-            "n_best",
-            "max_answer_length",
-            "save_steps",
-        ):
+        task = get_task(self.task)  # a one-line error for an unknown task
+        if self.preset not in task.presets:
+            raise ConfigError(
+                f"unknown preset '{self.preset}' for task {self.task}; choose from {sorted(task.presets)}"
+            )
+        for name in ("batch_size", "eval_batch_size", "max_length", "save_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.doc_stride < self.max_length:
-            raise ConfigError(
-                f"doc_stride must be in (0, max_length={self.max_length}), got {self.doc_stride}"
-            )
         if self.lr <= 0 or (self.register_lr is not None and self.register_lr <= 0):
             raise ConfigError("learning rates must be > 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -100,6 +95,7 @@ class TrainConfig:
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         check_precision(self.precision)
         check_attn_implementation(self.attn_implementation)
+        task.check_config(self)
         # Validates count, placement and init with the register module's own rules.
         self.registers()
 
@@ -109,7 +105,11 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The shared fields and the run's own task's options (other tasks' options mean nothing here)."""
+        foreign = {
+            name for other in TASKS.values() if other.name != self.task for name in other.option_names()
+        }
+        return {k: v for k, v in asdict(self).items() if k not in foreign}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -117,36 +117,27 @@ class TrainConfig:
         return cls(**data)
 
 
-#: Named recipes. ``seed`` reproduces the original project's; ``default`` is ours for the bundled MiniLM.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Chosen for MiniLM-L6-H384 (5x smaller than bert-base): small models want a larger LR; dynamic
-    # padding and length grouping; 30-token answers (TyDi en answers are short; SQuAD's usual cap).
-    # No attention-probability dropout (the dataclass default 0.0): on CPU its (B, heads, S, S) random
-    # masks cost a quarter of a training step and keep SDPA off its fused kernels, and F1 did not
-    # suffer (docs/benchmarks.md). bf16 autocast where the hardware has it (precision 'auto').
-    "default": {},
-    # The seed project's recipe (SEED_NOTES.md): HF Trainer defaults otherwise.
-    "seed": {
-        "lr": 2e-5,
-        "epochs": 3.0,
-        "batch_size": 8,
-        "weight_decay": 0.01,
-        "warmup_ratio": 0.0,
-        "max_length": 434,
-        "doc_stride": 128,
-        "pad_to_max_length": True,
-        "group_by_length": False,
-        "max_answer_length": 60,
-        "seed": 595,
-        "attention_dropout": None,  # the model's own (0.1 for BERT)
-        "attn_implementation": "sdpa",
-        "precision": "fp32",  # HF Trainer's default, as the seed project ran it
-    },
-}
+def task_options() -> set[str]:
+    """Names of every task's own option fields."""
+    return {name for task in TASKS.values() for name in task.option_names()}
+
+
+def preset_names() -> list[str]:
+    """Every preset of any task (a task refuses the ones it does not have)."""
+    return sorted({name for task in TASKS.values() for name in task.presets})
+
+
+def preset_values(task: str, preset: str) -> dict[str, Any]:
+    presets = get_task(task).presets
+    if preset not in presets:
+        raise ConfigError(f"unknown preset '{preset}' for task {task}; choose from {sorted(presets)}")
+    return dict(presets[preset])
+
 
 #: Command-line flag -> (TrainConfig field, type) for `regtune train` and `regtune sweep`; help texts come
-#: from the field metadata. Also used to write a sweep's command line back (regtune.report).
-TRAIN_FLAGS: dict[str, tuple[str, type]] = {
+#: from the field metadata. Also used to write a sweep's command line back (regtune.reporting.report).
+#: Each task's own flags come from the ``flag`` metadata of its options' fields.
+TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "--registers": ("num_registers", int),
     "--placement": ("register_placement", str),
     "--register-init": ("register_init", str),
@@ -159,15 +150,18 @@ TRAIN_FLAGS: dict[str, tuple[str, type]] = {
     "--warmup-ratio": ("warmup_ratio", float),
     "--seed": ("seed", int),
     "--max-length": ("max_length", int),
-    "--doc-stride": ("doc_stride", int),
     "--eval-batch-size": ("eval_batch_size", int),
-    "--n-best": ("n_best", int),
-    "--max-answer-length": ("max_answer_length", int),
     "--save-steps": ("save_steps", int),
     "--logging-steps": ("logging_steps", int),
     "--attn-implementation": ("attn_implementation", str),
     "--attention-dropout": ("attention_dropout", float),
     "--precision": ("precision", str),
+    **{
+        f.metadata["flag"]: (f.name, f.metadata.get("type", f.type))
+        for task in TASKS.values()
+        for f in fields(task.options)
+        if "flag" in f.metadata
+    },
 }
 #: The flags of regtune train that a sweep may vary with comma-separated values: flag -> field.
 GRID_FLAGS: dict[str, str] = {
@@ -179,11 +173,13 @@ GRID_FLAGS: dict[str, str] = {
 
 
 def resolve_config(preset: str = "default", **explicit: Any) -> TrainConfig:
-    """The preset's values, then every explicitly given (non-None) option on top."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; choose from {sorted(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in explicit.items() if v is not None}}
-    return TrainConfig.from_dict({**values, "preset": preset})
+    """The task's preset values, then every explicitly given (non-None) option on top.
+
+    The task is ``explicit['task']`` (default: qa).
+    """
+    task = explicit.get("task") or "qa"
+    values = {**preset_values(task, preset), **{k: v for k, v in explicit.items() if v is not None}}
+    return TrainConfig.from_dict({**values, "preset": preset, "task": task})
 
 
 def environment_versions() -> dict[str, str]:

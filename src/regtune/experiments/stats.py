@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from regtune.errors import ConfigError, DataError
+from regtune.core.errors import ConfigError, DataError
 
 #: Fewer bootstrap replicates than this cannot resolve a 95 % percentile interval.
 MIN_BOOT = 100

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from regtune.data import QAExample
+from regtune.tasks.qa.data import QAExample
 
 _PUNCTUATION = frozenset(string.punctuation)
 # Whole-word articles only: "an" inside "and" or "the" inside "theory" must survive.

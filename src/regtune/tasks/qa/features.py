@@ -20,8 +20,9 @@ from typing import Any, Literal
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from regtune.data import QAExample
-from regtune.errors import ConfigError
+from regtune.core.batching import length_sorted_batches  # noqa: F401 (re-exported)
+from regtune.core.errors import ConfigError
+from regtune.tasks.qa.data import QAExample
 
 logger = logging.getLogger(__name__)
 
@@ -376,25 +377,3 @@ class QACollator:
             if column in features[0]:
                 collated[column] = torch.tensor([int(row[column]) for row in features], dtype=torch.long)
         return collated
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Group window indices into evaluation batches of similar length, longest first.
-
-    Sorting by length means each batch pads to little more than its own rows; longest first means an
-    out-of-memory error comes on the first batch rather than the last. Ties keep index order.
-
-    Args:
-        lengths: Real-token count of each window (the ``length`` column).
-        batch_size: Windows per batch; the last batch may be smaller.
-
-    Returns:
-        Batches of indices into ``lengths``; together they hold every index exactly once.
-
-    Raises:
-        ConfigError: if ``batch_size`` is not positive.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be at least 1")
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

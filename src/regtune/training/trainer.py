@@ -1,8 +1,9 @@
-"""Fine-tune an encoder with registers for extractive QA, on HF Trainer.
+"""Fine-tune an encoder with registers for any task, on HF Trainer.
 
-``train_qa`` is the whole pipeline behind ``regtune train``: read and validate data, featurize,
+``train_model`` is the whole pipeline behind ``regtune train``: read and validate data, featurize,
 build the model and its registers, train with checkpoints, then save the model and score the dev
-file. Every piece it calls is importable and tested on its own.
+file. Everything that depends on the task (reader, features, model class, metric) comes from the task
+(:mod:`regtune.tasks`); every piece is importable and tested on its own.
 
 Run folder layout::
 
@@ -10,8 +11,9 @@ Run folder layout::
     DIR/train_log.jsonl    loss and learning rate every --logging-steps
     DIR/trainer/           HF Trainer checkpoints (removed when the run finishes) and TensorBoard events
     DIR/model/             save_pretrained output: safetensors, config (with registers), tokenizer
-    DIR/metrics.json       EM/F1 on 0-100, question counts, timings (written last: marks a finished run)
-    DIR/predictions.json   question id -> answer text
+    DIR/metrics.json       the task's metrics on 0-100, counts, timings (written last: marks a finished run)
+    DIR/predictions.json   example id -> prediction (QA: answer text; classification: label)
+    DIR/per_question.json  per-example scores (QA; classification writes per_example.json)
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoModelForQuestionAnswering,
     PreTrainedModel,
     Trainer,
     TrainerCallback,
@@ -42,15 +42,13 @@ from transformers.integrations import is_tensorboard_available
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from regtune.config import TrainConfig, environment_versions
-from regtune.data import SquadFile, load_examples
-from regtune.errors import RegtuneError
-from regtune.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa
-from regtune.features import QACollator, prepare_train_features
-from regtune.hub import load_tokenizer, resolve_model_name
-from regtune.io import atomic_write_json, atomic_write_text
-from regtune.precision import resolve_attn_implementation, resolve_precision
-from regtune.registers import CONFIG_KEY, add_registers, register_parameters
+from regtune.core.errors import RegtuneError
+from regtune.core.hub import load_tokenizer, resolve_model_name
+from regtune.core.io import atomic_write_json, atomic_write_text
+from regtune.core.precision import resolve_attn_implementation, resolve_precision
+from regtune.core.registers import CONFIG_KEY, add_registers, register_parameters
+from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
+from regtune.training.config import TrainConfig, environment_versions
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +129,12 @@ def truncate_log(path: Path, last_step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def build_qa_model(config: TrainConfig) -> PreTrainedModel:
-    """The stock ``AutoModelForQuestionAnswering`` of ``config.model`` plus registers."""
+def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTrainedModel:
+    """The stock model of ``config.model`` for the task (its ``Auto*`` class) plus registers.
+
+    ``train`` is the training data, which tasks with labels read the label set from.
+    """
+    task = get_task(config.task)
     path = resolve_model_name(config.model)
     try:
         hf_config = AutoConfig.from_pretrained(path)
@@ -153,7 +155,10 @@ def build_qa_model(config: TrainConfig) -> PreTrainedModel:
         elif config.attention_dropout > 0:
             # 0 (the default preset) just means "none"; a model without the setting is fine with that.
             raise RegtuneError(f"model '{config.model}': its config has no attention dropout to set")
-    model = AutoModelForQuestionAnswering.from_pretrained(
+    if train is not None:
+        task.configure_model(hf_config, train)
+    setattr(hf_config, TASK_KEY, task.name)
+    model = task.auto_model.from_pretrained(
         path, config=hf_config, attn_implementation=training_attn_implementation(config)
     )
     registers = config.registers()
@@ -169,7 +174,7 @@ def training_device_type() -> str:
 
 
 def training_attn_implementation(config: TrainConfig) -> str:
-    """``config.attn_implementation`` with 'auto' resolved for this machine (see regtune.precision)."""
+    """``config.attn_implementation`` with 'auto' resolved for this machine (see regtune.core.precision)."""
     return resolve_attn_implementation(config.attn_implementation, training_device_type(), config.precision)
 
 
@@ -204,13 +209,24 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
 
 
-def _load(source: str, strict: bool, role: str) -> SquadFile:
+def _load(task: Task, config: TrainConfig, source: str, role: str, **kwargs: Any) -> TaskData:
     if not source:
         raise RegtuneError(f"no {role} file given")
-    data = load_examples(source, strict=strict)
+    data = task.read(source, config, **kwargs)
     if not data.examples:
-        raise RegtuneError(f"{source}: no usable questions in the {role} file")
+        raise RegtuneError(f"{source}: no usable {task.unit}s in the {role} file")
     return data
+
+
+def write_evaluation(
+    folder: Path, task: Task, evaluation: Evaluation, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """predictions.json, the per-example scores and, last (it marks the folder done), metrics.json."""
+    metrics = {**evaluation.metrics, **extra}
+    atomic_write_json(folder / "predictions.json", evaluation.predictions)
+    atomic_write_json(folder / task.per_example_file, evaluation.per_example)
+    atomic_write_json(folder / "metrics.json", metrics)
+    return metrics
 
 
 def _save_model_atomically(model: PreTrainedModel, tokenizer: Any, target: Path) -> None:
@@ -223,7 +239,7 @@ def _save_model_atomically(model: PreTrainedModel, tokenizer: Any, target: Path)
     tmp.rename(target)
 
 
-def train_qa(
+def train_model(
     config: TrainConfig,
     *,
     resume: bool = False,
@@ -233,7 +249,7 @@ def train_qa(
     """Fine-tune and evaluate one model; returns the metrics written to ``DIR/metrics.json``.
 
     Args:
-        config: the resolved run config (see :func:`regtune.config.resolve_config`).
+        config: the resolved run config (see :func:`regtune.training.config.resolve_config`).
         resume: continue from the last checkpoint in ``config.output_dir`` (or return the saved
             metrics if that run already finished).
         progress: show progress bars.
@@ -247,20 +263,15 @@ def train_qa(
         logger.info("%s already finished; returning its metrics", run_dir)
         return finished
 
-    train = _load(config.train_file, config.strict, "train")
-    dev = _load(config.dev_file, config.strict, "dev")
+    task = get_task(config.task)
+    train = _load(task, config, config.train_file, "train")
+    dev = _load(task, config, config.dev_file, "dev", labels=task.label_names(train))
     tokenizer = load_tokenizer(config.model)
-    features = prepare_train_features(
-        train.examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
-    )
-    import datasets  # heavy import, only needed here
+    train_dataset = task.train_dataset(train, tokenizer, config)
 
-    train_dataset = datasets.Dataset.from_dict(features)
-
-    set_seed(config.seed)  # before the model: the QA head and registers are initialised here
-    model = build_qa_model(config)
-    settings = QASettings.from_train_config(config)
-    setattr(model.config, QA_SETTINGS_KEY, asdict(settings))
+    set_seed(config.seed)  # before the model: the task head and registers are initialised here
+    model = build_model(config, train)
+    task.save_settings(model, config)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_main_process() and not (run_dir / "config.json").exists():
@@ -325,7 +336,7 @@ def train_qa(
         ddp_find_unused_parameters=False,
         use_cpu=use_cpu,
     )
-    collator = QACollator(tokenizer, pad_to_max_length=config.pad_to_max_length, max_length=config.max_length)
+    collator = task.collator(tokenizer, config)
     trainer = RegisterTrainer(
         model=model,
         args=args,
@@ -350,11 +361,9 @@ def train_qa(
         # is the faster one there (en dev: 4.4 s against 15 s with eager).
         model.set_attn_implementation("sdpa")
     _save_model_atomically(model, tokenizer, run_dir / "model")
-    evaluation = evaluate_qa(
-        model, tokenizer, dev.examples, settings, batch_size=config.eval_batch_size, progress=progress
-    )
-    metrics = {
-        **evaluation.metrics,
+    evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
+    extra = {
+        "task": task.name,
         "dev_file": config.dev_file,
         "num_registers": config.num_registers,
         "seed": config.seed,
@@ -364,18 +373,13 @@ def train_qa(
         "precision": "bf16" if use_bf16 else "fp32",  # what 'auto' resolved to on this machine
         "attn_implementation": trained_attn,  # what training used
         "resumed_from_step": _checkpoint_step(checkpoint),
-        "num_train_questions": len(train.examples),
-        "num_train_windows": len(train_dataset),
-        "skipped_train_questions": len(train.skipped),
-        "skipped_dev_questions": len(dev.skipped),
+        f"num_train_{task.unit}s": len(train.examples),
+        f"num_train_{task.sequence}s": len(train_dataset),
+        f"skipped_train_{task.unit}s": len(train.skipped),
+        f"skipped_dev_{task.unit}s": len(dev.skipped),
     }
-    atomic_write_json(run_dir / "predictions.json", evaluation.prediction_texts())
-    atomic_write_json(
-        run_dir / "per_question.json",
-        {qid: {"exact_match": em, "f1": f1} for qid, (em, f1) in evaluation.per_question.items()},
-    )
     # metrics.json last: its presence marks a finished run.
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    metrics = write_evaluation(run_dir, task, evaluation, extra)
     for stale in trainer_dir.glob("checkpoint-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return metrics

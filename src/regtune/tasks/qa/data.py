@@ -2,7 +2,7 @@
 
 Two kinds of problem are told apart, and the policy differs:
 
-* **File-level and structural problems always raise** :class:`~regtune.errors.DataError`: a missing
+* **File-level and structural problems always raise** :class:`~regtune.core.errors.DataError`: a missing
   file, bytes that are not UTF-8, text that is not JSON, a wrong shape (no ``data`` list, an article
   without a ``paragraphs`` list, a paragraph without a ``qas`` list, ``answers`` not a list, an answer
   without ``text`` or ``answer_start``, a field of the wrong type, a missing or empty question id) and
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
 
-from regtune.errors import ConfigError, DataError, RegtuneError
+from regtune.core.errors import ConfigError, DataError, RegtuneError
 
 logger = logging.getLogger(__name__)
 
@@ -524,3 +524,28 @@ def load_examples(source: str | Path, *, strict: bool = False) -> SquadFile:
             raise ConfigError(f"bad Hub source {source!r}; expected hub:tydiqa:<language>:<split>")
         return _load_hub(parts[2], parts[3], strict)  # type: ignore[arg-type]  # _load_hub checks split
     return read_squad(source, strict=strict)
+
+
+def squad_json(examples: Iterable[QAExample], version: str = "regtune-split") -> dict[str, Any]:
+    """SQuAD-1.1 JSON holding ``examples`` (one paragraph per question, every reference answer kept)."""
+    return {
+        "version": version,
+        "data": [
+            {
+                "title": ex.title,
+                "paragraphs": [
+                    {
+                        "context": ex.context,
+                        "qas": [
+                            {
+                                "id": ex.id,
+                                "question": ex.question,
+                                "answers": [{"text": a.text, "answer_start": a.start} for a in ex.answers],
+                            }
+                        ],
+                    }
+                ],
+            }
+            for ex in examples
+        ],
+    }

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
-from regtune.errors import ConfigError, RegtuneError, check_known_fields
+from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ A sweep trains every grid point with several seeds and scores each run on severa
 F1 says little: seeds and the particular dev questions both move it by points. This module therefore
 
 * groups runs into *cells* (one dev file × one value of every grid axis but the seed) and summarises each
-  cell with an interval that holds both seed and question noise (:func:`regtune.stats.summarize`);
+  cell with an interval that holds both seed and question noise (:func:`regtune.experiments.stats.summarize`);
 * compares every τ > 0 with τ = 0 of the same dev file and other axes, paired by seed and question
-  (:func:`regtune.stats.compare`), and Holm-corrects the p-values across the τ's of that group, so
+  (:func:`regtune.experiments.stats.compare`), and Holm-corrects the p-values across the τ's of that group, so
   "some τ helps" is not claimed just because many τ's were tried;
 * under ``select_on='validation'``, picks τ on the held-out part of the training data and reports that
   τ's dev results, the honest number when τ itself is a tuned hyper-parameter.
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from regtune import stats
-from regtune.errors import ConfigError, DataError, RegtuneError
-from regtune.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from regtune.core.errors import ConfigError, DataError, RegtuneError
+from regtune.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from regtune.experiments import stats
 
 if TYPE_CHECKING:
-    from regtune.sweep import SweepConfig
+    from regtune.experiments.sweep import SweepConfig
 
-# regtune.sweep (grid expansion, run ids) is imported inside the functions: it pulls in torch and
-# transformers through regtune.config, seconds that `import regtune.report` need not pay.
+# regtune.experiments.sweep (grid expansion, run ids) is imported inside the functions: it pulls in torch and
+# transformers through regtune.training.config, seconds that `import regtune.reporting.report` need not pay.
 
 #: Metrics summarised for every cell, in report order (per-question scores are on 0..1, summaries on 0..100).
 METRICS = ("f1", "exact_match")
@@ -86,12 +86,12 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _load_sweep(root: Path) -> tuple[SweepConfig, dict[str, Any]]:
-    """The folder's :class:`~regtune.sweep.SweepConfig` and raw ``sweep.json``.
+    """The folder's :class:`~regtune.experiments.sweep.SweepConfig` and raw ``sweep.json``.
 
     The sweep module itself expands the grid, so run ids and "finished" mean here exactly what they mean
     to ``regtune sweep``.
     """
-    from regtune.sweep import SweepConfig
+    from regtune.experiments.sweep import SweepConfig
 
     sweep_file = root / "sweep.json"
     if not sweep_file.is_file():
@@ -179,7 +179,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     Raises:
         RegtuneError: ``root`` has no sweep.json, or no run of the sweep has finished yet.
     """
-    from regtune.sweep import VALIDATION, run_finished
+    from regtune.experiments.sweep import VALIDATION, run_finished
 
     root = Path(root)
     sweep, saved = _load_sweep(root)
@@ -334,7 +334,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
             "metrics": list(METRICS),
             "scale": "0-100",
             "resampling": "questions: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
-            "scaled by the standard error of the per-seed scores (regtune.stats)",
+            "scaled by the standard error of the per-seed scores (regtune.experiments.stats)",
             "comparison": "paired by seed and question; τ vs τ=0 of the same dev file and other axes",
             "multiple_comparisons": "Holm across the τ's of one dev file, other-axes group and metric",
         },
@@ -422,7 +422,7 @@ def _select_on_validation(
     τ is then chosen without looking at any dev file, so the chosen τ's dev score is an unbiased estimate
     of "tune τ, then deploy" (the best dev score over τ's would be optimistic).
     """
-    from regtune.sweep import VALIDATION
+    from regtune.experiments.sweep import VALIDATION
 
     by_key = {(c["dev"], tuple(c["axes"].items())): c for c in cells}
     groups = []
@@ -866,7 +866,7 @@ def command_line(sweep: Mapping[str, Any]) -> str:
     Execution-only flags (--jobs, --launcher, --save-steps, ...) do not change results and are not
     recorded in sweep.json, so they are not shown.
     """
-    from regtune.config import GRID_FLAGS, TRAIN_FLAGS
+    from regtune.training.config import GRID_FLAGS, TRAIN_FLAGS
 
     flags = {name: flag for flag, (name, _) in TRAIN_FLAGS.items()}
     grid = sweep.get("grid", {})
@@ -917,7 +917,7 @@ def _figure(names: Sequence[str], alt: str, caption: str) -> str:
 
 def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plot: Sequence[str]) -> str:
     """The report page; every value taken from the sweep is escaped (names and paths are user input)."""
-    from regtune.sweep import VALIDATION
+    from regtune.experiments.sweep import VALIDATION
 
     sweep = analysis["sweep"]
     settings = analysis["settings"]
@@ -1047,7 +1047,7 @@ def export_results(root: Path, target: Path) -> list[Path]:
     layout (so the report's relative links and ``regtune report target`` keep working). Model weights,
     checkpoints and predictions stay behind. Returns the files written.
     """
-    from regtune.sweep import run_finished
+    from regtune.experiments.sweep import run_finished
 
     # Resolved: the run folders recorded in sweep.json are absolute, and every source must be under root.
     root, target = Path(root).resolve(), Path(target)

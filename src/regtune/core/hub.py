@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from regtune.errors import RegtuneError
+from regtune.core.errors import RegtuneError
 
 
 def _minilm_l6_path() -> Path:

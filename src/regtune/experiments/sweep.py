@@ -25,15 +25,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regtune.config import PRESETS, TrainConfig, environment_versions, resolve_config
-from regtune.data import TYDI_LANGUAGES, QAExample, load_examples
-from regtune.errors import ConfigError, RegtuneError, check_known_fields
-from regtune.io import atomic_write_json, atomic_write_text
+from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
+from regtune.core.io import atomic_write_json, atomic_write_text
+from regtune.tasks import Task, get_task
+from regtune.tasks.qa.data import TYDI_LANGUAGES
+from regtune.training.config import TrainConfig, environment_versions, preset_values, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,7 @@ class SweepConfig:
             raise ConfigError(f"select_on must be 'validation' or unset, got {self.select_on!r}")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{self.preset}'; choose from {sorted(PRESETS)}")
+        preset_values(self.options.get("task", "qa"), self.preset)  # a one-line error for an unknown one
         dev_names(self.dev_files)  # unique names, or a clear error
         runs = self.runs()  # every run's TrainConfig must be valid before anything trains
         seen: dict[str, dict[str, Any]] = {}
@@ -143,9 +143,18 @@ class SweepConfig:
             data.pop("validation_fraction")  # does nothing without select_on
         return data
 
+    @property
+    def task(self) -> Task:
+        """The task every run fine-tunes (``options['task']``; QA when absent, as in sweeps before tasks)."""
+        return get_task(self.options.get("task", "qa"))
+
+    def split_file(self, part: str) -> Path:
+        """``DIR/data/<part><ext>``: one side of the held-out split, in the training file's format."""
+        return self.root / "data" / f"{part}{self.task.split_suffix(self.train_file)}"
+
     def training_file(self) -> str:
         """What runs train on: the training file, or its part left after the held-out split."""
-        return str(self.root / "data" / "train.json") if self.select_on else self.train_file
+        return str(self.split_file("train")) if self.select_on else self.train_file
 
     def scored_files(self) -> dict[str, str]:
         """Dev name -> file, for every file each run is scored on (the held-out split first)."""
@@ -153,7 +162,7 @@ class SweepConfig:
         if self.select_on:
             if VALIDATION in names:
                 raise ConfigError(f"a dev file may not be named '{VALIDATION}' with select_on")
-            return {VALIDATION: str(self.root / "data" / "validation.json"), **names}
+            return {VALIDATION: str(self.split_file(VALIDATION)), **names}
         return names
 
     def runs(self) -> list[RunSpec]:
@@ -230,45 +239,21 @@ def _held_out(question_id: str, fraction: float) -> bool:
     return digest / 2**64 < fraction
 
 
-def squad_json(examples: Iterable[QAExample], version: str = "regtune-split") -> dict[str, Any]:
-    """SQuAD-1.1 JSON holding ``examples`` (one paragraph per question, every reference answer kept)."""
-    return {
-        "version": version,
-        "data": [
-            {
-                "title": ex.title,
-                "paragraphs": [
-                    {
-                        "context": ex.context,
-                        "qas": [
-                            {
-                                "id": ex.id,
-                                "question": ex.question,
-                                "answers": [{"text": a.text, "answer_start": a.start} for a in ex.answers],
-                            }
-                        ],
-                    }
-                ],
-            }
-            for ex in examples
-        ],
-    }
-
-
 def write_validation_split(sweep: SweepConfig) -> tuple[int, int]:
-    """Write ``DIR/data/train.json`` and ``DIR/data/validation.json``; returns their question counts."""
-    data = load_examples(sweep.train_file, strict=sweep.options.get("strict", False))
-    held = [ex for ex in data.examples if _held_out(ex.id, sweep.validation_fraction)]
-    kept = [ex for ex in data.examples if not _held_out(ex.id, sweep.validation_fraction)]
+    """Write ``DIR/data/train.*`` and ``DIR/data/validation.*``; returns their example counts."""
+    task, config = sweep.task, sweep.runs()[0].config
+    data = task.read(sweep.train_file, config)
+    fraction = sweep.validation_fraction
+    held = [ex for ex in data.examples if _held_out(task.split_key(ex), fraction)]
+    kept = [ex for ex in data.examples if not _held_out(task.split_key(ex), fraction)]
     if not held or not kept:
         raise ConfigError(
-            f"{sweep.train_file}: a {sweep.validation_fraction:.0%} held-out split of "
-            f"{len(data.examples)} questions leaves one side empty; change validation_fraction"
+            f"{sweep.train_file}: a {fraction:.0%} held-out split of "
+            f"{len(data.examples)} {task.unit}s leaves one side empty; change validation_fraction"
         )
-    folder = sweep.root / "data"
-    # Validation first: train.json's presence marks a complete split.
-    atomic_write_json(folder / "validation.json", squad_json(held))
-    atomic_write_json(folder / "train.json", squad_json(kept))
+    # Validation first: the training part's presence marks a complete split.
+    task.write_examples(held, sweep.split_file(VALIDATION), config)
+    task.write_examples(kept, sweep.split_file("train"), config)
     return len(kept), len(held)
 
 
@@ -306,19 +291,22 @@ def prepare_sweep_dir(sweep: SweepConfig) -> None:
         # Read every input first: a typo found after sweep.json is written would lock the folder to it.
         check_inputs(sweep)
         atomic_write_json(saved_file, {"sweep": sweep.results_dict(), "versions": environment_versions()})
-    if sweep.select_on and not (sweep.root / "data" / "train.json").exists():
+    if sweep.select_on and not sweep.split_file("train").exists():
         kept, held = write_validation_split(sweep)
-        logger.info("held out %d of %d training questions for validation", held, kept + held)
+        logger.info("held out %d of %d training %ss for validation", held, kept + held, sweep.task.unit)
 
 
 def check_inputs(sweep: SweepConfig) -> None:
     """Read the training and dev files and resolve every model, so that bad input fails before any run."""
-    from regtune.hub import load_tokenizer
+    from regtune.core.hub import load_tokenizer
 
-    strict = bool(sweep.options.get("strict", False))
+    task, config = sweep.task, sweep.runs()[0].config
+    labels = None
     for path in [sweep.train_file, *sweep.dev_files]:
-        if not load_examples(path, strict=strict).examples:
-            raise ConfigError(f"{path}: no usable questions")
+        data = task.read(path, config, labels=labels)
+        if not data.examples:
+            raise ConfigError(f"{path}: no usable {task.unit}s")
+        labels = labels or task.label_names(data)  # dev labels must be among the training labels
     models = sweep.grid.get("model") or [sweep.options.get("model", resolve_config(sweep.preset).model)]
     for model in models:
         load_tokenizer(model)
@@ -330,14 +318,14 @@ def run_finished(spec: RunSpec, scored: Mapping[str, str]) -> bool:
 
 def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False) -> None:
     """Train (or resume, or skip) one run, then score it on every file in ``scored`` not yet scored."""
-    from regtune.evaluation import QASettings, evaluate_qa
-    from regtune.hub import load_tokenizer
-    from regtune.registers import load_model
-    from regtune.training import train_qa
+    from regtune.core.hub import load_tokenizer
+    from regtune.core.registers import load_model
+    from regtune.training.trainer import train_model, write_evaluation
 
     if run_finished(spec, scored):
         return
-    metrics = train_qa(_resumable_config(spec), resume=True, progress=progress)
+    task = get_task(spec.config.task)
+    metrics = train_model(_resumable_config(spec), resume=True, progress=progress)
     first = next(iter(scored))
     model = tokenizer = None
     for name, path in scored.items():
@@ -345,45 +333,31 @@ def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False)
         if (out / "metrics.json").exists():
             continue
         if name == first:
-            # train_qa has just scored this file: reuse its results rather than score it twice.
-            for result in ("predictions.json", "per_question.json"):
+            # train_model has just scored this file: reuse its results rather than score it twice.
+            for result in ("predictions.json", task.per_example_file):
                 atomic_write_text(out / result, (spec.dir / result).read_text(encoding="utf-8"))
             atomic_write_json(out / "metrics.json", {**metrics, "dev_name": name})
             continue
         if model is None:
             model = load_model(spec.dir / "model")
             tokenizer = load_tokenizer(str(spec.dir / "model"))
-        data = load_examples(path, strict=spec.config.strict)
-        evaluation = evaluate_qa(
-            model,
-            tokenizer,
-            data.examples,
-            QASettings.from_train_config(spec.config),
-            batch_size=spec.config.eval_batch_size,
-            progress=progress,
+        data = task.read(path, spec.config, labels=task.model_labels(model))
+        evaluation = task.evaluate(
+            model, tokenizer, data, batch_size=spec.config.eval_batch_size, progress=progress
         )
-        atomic_write_json(out / "predictions.json", evaluation.prediction_texts())
-        atomic_write_json(
-            out / "per_question.json",
-            {qid: {"exact_match": em, "f1": f1} for qid, (em, f1) in evaluation.per_question.items()},
-        )
-        # metrics.json last: its presence marks this dev file as scored.
-        atomic_write_json(
-            out / "metrics.json",
-            {
-                **evaluation.metrics,
-                "dev_file": path,
-                "dev_name": name,
-                "skipped_dev_questions": len(data.skipped),
-                **{k: metrics[k] for k in ("train_steps", "train_seconds", "precision") if k in metrics},
-            },
-        )
+        extra = {
+            "dev_file": path,
+            "dev_name": name,
+            f"skipped_dev_{task.unit}s": len(data.skipped),
+            **{k: metrics[k] for k in ("train_steps", "train_seconds", "precision") if k in metrics},
+        }
+        write_evaluation(out, task, evaluation, extra)
 
 
 def _resumable_config(spec: RunSpec) -> TrainConfig:
     """The run's config, taking over from an interrupted run the options that do not change its results.
 
-    train_qa refuses a run folder whose config.json differs in any key; a rerun of the sweep with another
+    train_model refuses a run folder whose config.json differs in any key; a rerun of the sweep with another
     checkpoint interval (or the same files named by another path) must still continue the run.
     """
     saved_file = spec.dir / "config.json"
@@ -401,7 +375,7 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
 # --- results --------------------------------------------------------------------------------------------
 
 #: results.csv columns before the grid axes.
-RESULT_COLUMNS = ("run_id", "dev", "language", "exact_match", "f1", "num_questions")
+RESULT_HEAD = ("run_id", "dev", "language")
 RESULT_TRAILER = ("train_steps", "train_seconds", "eval_seconds", "precision", "dev_file")
 
 
@@ -416,7 +390,7 @@ def collect_results(sweep: SweepConfig) -> list[dict[str, Any]]:
             metrics = json.loads((spec.eval_dir(name) / "metrics.json").read_text(encoding="utf-8"))
             # TyDi's dev files are named by language; other dev files have no language column value.
             row = {"run_id": spec.run_id, "dev": name, "language": name if name in TYDI_LANGUAGES else ""}
-            row.update({k: metrics.get(k) for k in ("exact_match", "f1", "num_questions")})
+            row.update({k: metrics.get(k) for k in result_metrics(sweep.task)})
             row.update({axis: spec.config.to_dict()[axis] for axis in GRID_AXES})
             row.update({k: metrics.get(k) for k in RESULT_TRAILER})
             row["dev_file"] = scored[name]
@@ -424,8 +398,13 @@ def collect_results(sweep: SweepConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def result_metrics(task: Task) -> tuple[str, ...]:
+    """The metrics.json values results.csv has for ``task``: its scores, then its example count."""
+    return (*task.result_metrics, task.count_key)
+
+
 def write_results_csv(sweep: SweepConfig, rows: Sequence[Mapping[str, Any]]) -> Path:
-    columns = [*RESULT_COLUMNS, *GRID_AXES, *RESULT_TRAILER]
+    columns = [*RESULT_HEAD, *result_metrics(sweep.task), *GRID_AXES, *RESULT_TRAILER]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -1,0 +1,1 @@
+"""Experiments on top of training: grids of runs (sweeps) and their statistics."""

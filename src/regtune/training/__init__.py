@@ -1,0 +1,1 @@
+"""Training on top of a task: the run config and presets, and the HF Trainer pipeline."""
