@@ -26,7 +26,8 @@ import pytest
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
 from regtune.experiments.sweep import VALIDATION, SweepConfig, collect_results, write_results_csv
-from regtune.reporting.report import CSV_TAIL, METRICS, analyze_sweep, read_loss_curve, write_report
+from regtune.reporting.report import CSV_TAIL, analyze_sweep, read_loss_curve, write_report
+from regtune.tasks.qa.task import METRICS
 
 QUESTIONS = 200
 TAUS = (0, 8, 32)

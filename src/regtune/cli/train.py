@@ -14,10 +14,10 @@ Tasks: 'qa' (extractive QA on SQuAD-1.1 JSON, SQuAD v1.1 EM/F1) and 'classificat
 JSONL; --text-column, or two for sentence pairs, and --label-column; accuracy and macro-F1). The task
 is inferred from the training file's extension (.json: qa; .tsv/.csv/.jsonl: classification).
 
-Presets: each task has its own. QA 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 16, 2 epochs, max
-length 384, dynamic padding, length-grouped batches, no attention dropout, bf16 autocast on bf16 GPUs
-and AMX CPUs); QA 'seed' reproduces the original project (lr 2e-5, batch 8, 3 epochs, every window
-padded to 434 tokens, max answer length 60, the model's attention dropout, fp32, seed 595).
+Presets: each task has its own. QA 'default' is our recipe for the bundled MiniLM (lr 1e-4, batch 16,
+2 epochs, max length 384, dynamic padding, length-grouped batches, no attention dropout, bf16 autocast
+on bf16 GPUs and AMX CPUs); QA 'seed' reproduces the original project (lr 2e-5, batch 8, 3 epochs,
+every window padded to 434 tokens, max answer length 60, the model's attention dropout, fp32, seed 595).
 Classification 'default' (lr 5e-5, batch 32, 1 epoch, 6 % warm-up, max length 128) was set for MiniLM
 on SST-2 (docs/recipe.md). Options you give override the preset. Examples:
 

@@ -46,9 +46,9 @@ if TYPE_CHECKING:
 # regtune.experiments.sweep (grid expansion, run ids) is imported inside the functions: it pulls in torch and
 # transformers through regtune.training.config, seconds that `import regtune.reporting.report` need not pay.
 
-#: Metrics summarised for every cell, in report order (per-question scores are on 0..1, summaries on 0..100).
-METRICS = ("f1", "exact_match")
-METRIC_LABELS = {"f1": "F1", "exact_match": "EM"}
+# The metrics summarised for every cell are the task's (regtune.tasks: QA's F1 and EM, classification's
+# accuracy), in report order; per-example scores are on 0..1, summaries on 0..100. The analysis records
+# them in settings["metrics"], settings["metric_labels"] and settings["unit"], which the page reads.
 #: Coverage of every confidence interval; 1 - CONFIDENCE is the significance level in the report.
 CONFIDENCE = 0.95
 #: The grid axis compared against its zero value.
@@ -196,14 +196,16 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     if len(finished) < len(specs):
         notes.append(f"{len(finished)} of {len(specs)} runs have finished; only finished runs are analysed.")
 
-    # Per-question scores of every finished run on every dev file.
+    task = sweep.task
+    metrics = task.metrics
+    # Per-example scores of every finished run on every dev file.
     scores: dict[tuple[str, str], dict[str, Mapping[str, float]]] = {}
     for spec in finished:
         for dev in scored:
-            path = spec.eval_dir(dev) / "per_question.json"
-            data = _read_json(path, "per-question scores")
+            path = spec.eval_dir(dev) / task.per_example_file
+            data = _read_json(path, f"per-{task.unit} scores")
             if not isinstance(data, dict) or not data:
-                raise RegtuneError(f"{path}: expected a non-empty object of question id -> scores")
+                raise RegtuneError(f"{path}: expected a non-empty object of {task.unit} id -> scores")
             scores[spec.run_id, dev] = data
 
     # Cells, in dev order and then grid order (the order of sweep.runs()).
@@ -229,15 +231,15 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
         runs = [scores[run_id, cell["dev"]] for run_id in cell["runs"]]
         questions = _common_questions(runs)
         if not questions:
-            raise RegtuneError(f"{root}: the runs {cell['runs']} share no question on '{cell['dev']}'")
+            raise RegtuneError(f"{root}: the runs {cell['runs']} share no {task.unit} on '{cell['dev']}'")
         if any(len(run) != len(questions) for run in runs):
             notes.append(
-                f"{_cell_label(cell)}: the seeds scored different questions; "
+                f"{_cell_label(cell)}: the seeds scored different {task.unit}s; "
                 f"only the {len(questions)} they share are used."
             )
         cell["n_questions"] = len(questions)
         cell["metrics"] = {}
-        for metric in METRICS:
+        for metric in metrics:
             matrix = _matrix(root, cell["dev"], cell["runs"], runs, metric, questions)
             summary = stats.summarize(
                 matrix,
@@ -246,7 +248,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
                 rng=_rng(seed, "cell", cell["dev"], *cell["axes"].items(), metric),
             )
             cell["metrics"][metric] = _summary_dict(summary)
-        cell["vs_tau0"] = dict.fromkeys(METRICS)
+        cell["vs_tau0"] = dict.fromkeys(metrics)
         if len(runs) < 2:
             notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
 
@@ -272,7 +274,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
             continue
         group["has_baseline"] = True
         treated = [cell for cell in members if cell is not baseline]
-        for metric in METRICS:
+        for metric in metrics:
             results: dict[str, dict[str, Any]] = {}
             for cell in treated:
                 result = _compare_cells(
@@ -285,9 +287,9 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
                     rng=_rng(seed, "cmp", dev, metric, *cell["axes"].items()),
                 )
                 if result is None:
-                    if metric == METRICS[0]:
+                    if metric == metrics[0]:
                         notes.append(
-                            f"{_cell_label(cell)}: shares no seed or question with τ=0; not compared."
+                            f"{_cell_label(cell)}: shares no seed or {task.unit} with τ=0; not compared."
                         )
                     continue
                 results[str(cell["axes"][TAU])] = result
@@ -297,7 +299,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
                 for tau, result in results.items():
                     result["p_holm"] = _finite(adjusted[tau])
         for cell in treated:
-            comparison = cell["vs_tau0"][METRICS[0]]
+            comparison = cell["vs_tau0"][metrics[0]]
             if comparison and comparison["n_seeds"] < 2:
                 notes.append(
                     f"{_cell_label(cell)}: only one seed shared with τ=0, so Δ has no CI or p-value."
@@ -312,7 +314,9 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
 
     selection = None
     if sweep.select_on == VALIDATION:
-        selection = _select_on_validation(cells, others, [d for d in scored if d != VALIDATION], notes)
+        selection = _select_on_validation(
+            cells, others, [d for d in scored if d != VALIDATION], notes, metric=metrics[0]
+        )
 
     # The fully resolved training config (preset + options), from a finished run's own config.json:
     # sweep.json holds only what the user gave. Grid axes and per-run paths vary, so they are left out.
@@ -331,11 +335,14 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
             "n_boot": n_boot,
             "seed": seed,
             "confidence": CONFIDENCE,
-            "metrics": list(METRICS),
+            "task": task.name,
+            "metrics": list(metrics),
+            "metric_labels": {m: task.metric_labels[m] for m in metrics},
+            "unit": task.unit,
             "scale": "0-100",
-            "resampling": "questions: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
+            "resampling": f"{task.unit}s: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
             "scaled by the standard error of the per-seed scores (regtune.experiments.stats)",
-            "comparison": "paired by seed and question; τ vs τ=0 of the same dev file and other axes",
+            "comparison": f"paired by seed and {task.unit}; τ vs τ=0 of the same dev file and other axes",
             "multiple_comparisons": "Holm across the τ's of one dev file, other-axes group and metric",
         },
         "axes": axes,
@@ -415,9 +422,15 @@ def _compare_cells(
 
 
 def _select_on_validation(
-    cells: Sequence[dict[str, Any]], others: Sequence[str], devs: Sequence[str], notes: list[str]
+    cells: Sequence[dict[str, Any]],
+    others: Sequence[str],
+    devs: Sequence[str],
+    notes: list[str],
+    *,
+    metric: str = "f1",
 ) -> dict[str, Any]:
-    """Per combination of the other axes: the τ with the best mean validation F1, and its dev results.
+    """Per combination of the other axes: the τ with the best mean validation score (the task's first
+    metric), and its dev results.
 
     τ is then chosen without looking at any dev file, so the chosen τ's dev score is an unbiased estimate
     of "tune τ, then deploy" (the best dev score over τ's would be optimistic).
@@ -440,8 +453,8 @@ def _select_on_validation(
             if c["dev"] == VALIDATION and tuple(c["axes"][axis] for axis in others) == other_values
         ]
         # Ties go to the first τ in grid order (the fewest registers when the grid is ascending).
-        chosen = max(candidates, key=lambda c: c["metrics"]["f1"]["mean"])
-        if len({c["metrics"]["f1"]["n_seeds"] for c in candidates}) > 1:
+        chosen = max(candidates, key=lambda c: c["metrics"][metric]["mean"])
+        if len({c["metrics"][metric]["n_seeds"] for c in candidates}) > 1:
             where = _axes_text(dict(zip(others, other_values, strict=True)))
             notes.append(
                 f"select_on validation ({where}): the τ's have different numbers of finished seeds, "
@@ -459,10 +472,10 @@ def _select_on_validation(
                 "validation": [
                     {
                         "num_registers": c["axes"][TAU],
-                        "mean": c["metrics"]["f1"]["mean"],
-                        "ci_low": c["metrics"]["f1"]["ci_low"],
-                        "ci_high": c["metrics"]["f1"]["ci_high"],
-                        "n_seeds": c["metrics"]["f1"]["n_seeds"],
+                        "mean": c["metrics"][metric]["mean"],
+                        "ci_low": c["metrics"][metric]["ci_low"],
+                        "ci_high": c["metrics"][metric]["ci_high"],
+                        "n_seeds": c["metrics"][metric]["n_seeds"],
                     }
                     for c in candidates
                 ],
@@ -470,7 +483,7 @@ def _select_on_validation(
                 "results": results,
             }
         )
-    return {"on": VALIDATION, "metric": "f1", "groups": groups}
+    return {"on": VALIDATION, "metric": metric, "groups": groups}
 
 
 def summary_csv(analysis: Mapping[str, Any]) -> str:
@@ -480,7 +493,7 @@ def summary_csv(analysis: Mapping[str, Any]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=[*CSV_HEAD, *axes, *CSV_TAIL], lineterminator="\n")
     writer.writeheader()
     for cell in analysis["cells"]:
-        for metric in METRICS:
+        for metric in _metrics(analysis):
             summary = cell["metrics"][metric]
             comparison = cell["vs_tau0"][metric] or {}
             writer.writerow(
@@ -527,6 +540,19 @@ def _taus(analysis: Mapping[str, Any]) -> list[Any]:
     return list(analysis["sweep"]["grid"][TAU])
 
 
+def _metrics(analysis: Mapping[str, Any]) -> list[str]:
+    """The task's metrics, primary first (summaries written before tasks existed are QA's)."""
+    return list(analysis["settings"].get("metrics", ("f1", "exact_match")))
+
+
+def _metric_label(analysis: Mapping[str, Any], metric: str) -> str:
+    return analysis["settings"].get("metric_labels", {"f1": "F1", "exact_match": "EM"}).get(metric, metric)
+
+
+def _unit(analysis: Mapping[str, Any]) -> str:
+    return str(analysis["settings"].get("unit", "question"))
+
+
 # --- plots ------------------------------------------------------------------------------------------------
 
 
@@ -554,7 +580,7 @@ def _save(figure: Any, folder: Path, stem: str) -> list[str]:
 
 
 def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
-    """F1 and EM against τ with 95 % CI error bars, one line per dev file × other-axes combination.
+    """Each metric against τ with 95 % CI error bars, one line per dev file × other-axes combination.
 
     τ values sit at even spacing (they are usually 0, 4, 8, 32: a linear axis would crowd the small
     ones); lines are nudged sideways so their error bars do not hide each other.
@@ -567,12 +593,13 @@ def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
     lines: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for cell in analysis["cells"]:
         lines.setdefault((cell["dev"], tuple(cell["axes"][a] for a in others)), []).append(cell)
-    figure = Figure(figsize=(11.5, 4.6), layout="constrained")
+    metrics = _metrics(analysis)
+    figure = Figure(figsize=(5.75 * len(metrics) + 1.5, 4.6), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(METRICS))
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     colours = _colours(len(lines), "tab10" if len(lines) <= 10 else "viridis")
     width = min(0.3, 0.06 * max(len(lines) - 1, 0))
-    for ax, metric in zip(axes, METRICS, strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         for i, ((dev, values), members) in enumerate(lines.items()):
             shift = (i / (len(lines) - 1) - 0.5) * width if len(lines) > 1 else 0.0
             xs, ys, low, high = [], [], [], []
@@ -599,8 +626,9 @@ def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
             )
         ax.set_xticks(range(len(taus)), [str(t) for t in taus])
         ax.set_xlabel("τ (number of registers)")
-        ax.set_ylabel(f"{METRIC_LABELS[metric]} (0–100)")
-        ax.set_title(f"{METRIC_LABELS[metric]} against τ, mean over seeds with 95 % CI")
+        name = _metric_label(analysis, metric)
+        ax.set_ylabel(f"{name} (0–100)")
+        ax.set_title(f"{name} against τ, mean over seeds with 95 % CI")
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize="small", title="dev file")
@@ -751,10 +779,13 @@ def _significant(comparison: Mapping[str, Any] | None) -> bool:
 _METRIC_COLUMNS = ("metric", "mean", "std", "95% CI", "Δ vs τ=0", "Δ 95% CI", "p", "p (Holm)")
 
 
-def _metric_rows(lead: Sequence[Cell], cell: Mapping[str, Any]) -> list[list[Cell]]:
+def _metric_rows(
+    analysis: Mapping[str, Any], lead: Sequence[Cell], cell: Mapping[str, Any]
+) -> list[list[Cell]]:
     """One row per metric: ``lead`` cells (spanning all metric rows), summary, then Δ vs τ=0."""
     rows: list[list[Cell]] = []
-    for i, metric in enumerate(METRICS):
+    metrics = _metrics(analysis)
+    for i, metric in enumerate(metrics):
         summary = cell["metrics"][metric]
         comparison = cell["vs_tau0"][metric]
         if comparison is None:
@@ -769,9 +800,9 @@ def _metric_rows(lead: Sequence[Cell], cell: Mapping[str, Any]) -> list[list[Cel
                 ("num", _e(_p(comparison["p_value"]))),
                 (cls, _e(_p(comparison["p_holm"]))),
             ]
-        row: list[Cell] = [(c[0], c[1], len(METRICS)) for c in lead] if i == 0 else []
+        row: list[Cell] = [(c[0], c[1], len(metrics)) for c in lead] if i == 0 else []
         row += [
-            ("", _e(METRIC_LABELS[metric])),
+            ("", _e(_metric_label(analysis, metric))),
             ("num", _e(_num(summary["mean"]))),
             ("num", _e(_num(summary["std"]))),
             ("num", _e(_ci(summary["ci_low"], summary["ci_high"]))),
@@ -793,8 +824,8 @@ def _dev_table(analysis: Mapping[str, Any], dev: str) -> str:
             ("num", _e(_join(cell["seeds"]))),
             ("num", _e(cell["n_questions"])),
         ]
-        rows += _metric_rows(lead, cell)
-    return _table([*others, "τ", "seeds", "questions", *_METRIC_COLUMNS], rows)
+        rows += _metric_rows(analysis, lead, cell)
+    return _table([*others, "τ", "seeds", f"{_unit(analysis)}s", *_METRIC_COLUMNS], rows)
 
 
 def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
@@ -829,8 +860,10 @@ def _selection_html(analysis: Mapping[str, Any]) -> str:
             "<p>No selection: the sweep was run without <code>--select-on</code>, so every τ is reported "
             "and none is chosen. Picking the best τ by its dev score would overstate that score.</p>"
         )
+    primary = _metric_label(analysis, selection.get("metric", _metrics(analysis)[0]))
     parts = [
-        "<p>τ was chosen per combination of the other axes by the best mean F1 on the held-out part of "
+        f"<p>τ was chosen per combination of the other axes by the best mean {_e(primary)} on the held-out "
+        "part of "
         "the training file (<code>validation</code>); no dev file was looked at. The chosen τ's dev results "
         "below are therefore fair estimates of <em>tune τ, then use it</em>. As τ was fixed before the dev "
         "files were looked at, each dev file holds one comparison with τ=0, so its plain p is valid; "
@@ -852,10 +885,10 @@ def _selection_html(analysis: Mapping[str, Any]) -> str:
                 ]
             )
         parts.append(f"<p>Chosen: <strong>τ = {_e(group['chosen_num_registers'])}</strong></p>")
-        parts.append(_table(["τ", "seeds", "validation F1", "95% CI"], rows))
+        parts.append(_table(["τ", "seeds", f"validation {primary}", "95% CI"], rows))
         result_rows = []
         for result in group["results"]:
-            result_rows += _metric_rows([("", _e(result["dev"]))], result)
+            result_rows += _metric_rows(analysis, [("", _e(result["dev"]))], result)
         parts.append(_table(["dev", *_METRIC_COLUMNS], result_rows))
     return "\n".join(parts)
 
@@ -930,6 +963,8 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     level = round(100 * settings["confidence"])
     alpha = 1 - settings["confidence"]
     title = f"regtune sweep report: τ ∈ {{{_join(_taus(analysis))}}}"
+    unit, metrics = _unit(analysis), _metrics(analysis)
+    names = [_metric_label(analysis, m) for m in metrics]
     p = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -942,14 +977,14 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         '<a href="../results.csv">results.csv</a>.</p>',
         '<div class="aid"><strong>How to read this report.</strong><ul>',
         f"<li>Each number is a mean over the finished seeds of a cell (one dev file, one τ, one value of "
-        f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev questions "
+        f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev {unit}s "
         f"(resampled with replacement, {_e(settings['n_boot'])} times) and the seeds (how far another "
         "training run could land, from the spread of the per-seed scores with Student-t tails, since 3–5 "
         "seeds are too few to resample). It says where the mean could be with other seeds and other "
-        "questions of the same kind; it is not the range of single runs. One seed gives no CI (–).</li>",
+        f"{unit}s of the same kind; it is not the range of single runs. One seed gives no CI (–).</li>",
         "<li><em>Δ vs τ=0</em> is the paired difference with the τ=0 runs of the same dev file and other "
-        "axes: seed matched with seed, question with question, using only the seeds both sides have. Its "
-        "CI and p-value (two-sided, for “no difference”) come from the same seed and question noise.</li>",
+        f"axes: seed matched with seed, {unit} with {unit}, using only the seeds both sides have. Its "
+        f"CI and p-value (two-sided, for “no difference”) come from the same seed and {unit} noise.</li>",
         f"<li><em>p (Holm)</em> is the p-value corrected with Holm's method across all τ's compared with "
         f"τ=0 in that group (per dev file and metric), because trying many τ's makes a chance win likely. "
         f"Bold green marks p (Holm) &lt; {alpha:.2f}. A non-significant Δ means the sweep cannot tell; "
@@ -965,19 +1000,20 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     p.append(
         _figure(
             score_plot,
-            "F1 and exact match against the number of registers, one line per dev file, with 95% CIs",
-            f"Mean over seeds; error bars are {level}% CIs: questions bootstrapped, seeds with Student-t "
+            f"{' and '.join(names)} against the number of registers, one line per dev file, with 95% CIs",
+            f"Mean over seeds; error bars are {level}% CIs: {unit}s bootstrapped, seeds with Student-t "
             "tails (see how to read this report).",
         )
     )
     p.append(f"<h2>Selection ({_e(sweep.get('select_on') or 'none')})</h2>")
     p.append(_selection_html(analysis))
     if len(real_devs) > 1:
-        p.append("<h2>Overview: F1 per dev file and τ</h2>")
+        p.append(f"<h2>Overview: {_e(names[0])} per dev file and τ</h2>")
         p.append(
-            "<p>Mean F1; in brackets Δ vs τ=0, with * where Holm-significant. Details per dev file below.</p>"
+            f"<p>Mean {_e(names[0])}; in brackets Δ vs τ=0, with * where Holm-significant. "
+            "Details per dev file below.</p>"
         )
-        p.append(_overview_table(analysis, "f1"))
+        p.append(_overview_table(analysis, metrics[0]))
     p.append("<h2>Results per dev file</h2>")
     for dev in devs:
         label = f"{dev} (held-out part of the training file)" if dev == held_out else dev
@@ -1036,14 +1072,14 @@ def write_report(root: Path, analysis: dict[str, Any] | None = None) -> Path:
 
 #: Per-run files small enough to publish: everything needed to recompute the statistics and the plots.
 EXPORT_RUN_FILES = ("config.json", "metrics.json", "train_log.jsonl")
-EXPORT_EVAL_FILES = ("metrics.json", "per_question.json")
+EXPORT_EVAL_FILES = ("metrics.json", "per_question.json", "per_example.json")  # the tasks' score files
 
 
 def export_results(root: Path, target: Path) -> list[Path]:
     """Copy a sweep's small result files to ``target`` (e.g. a docs folder under version control).
 
     Copies sweep.json, results.csv, summary.json/.csv, the report folder, and per finished run its
-    config, metrics, training log and per-dev-file metrics and per-question scores, in the sweep's own
+    config, metrics, training log and per-dev-file metrics and per-example scores, in the sweep's own
     layout (so the report's relative links and ``regtune report target`` keep working). Model weights,
     checkpoints and predictions stay behind. Returns the files written.
     """

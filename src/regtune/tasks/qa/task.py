@@ -80,12 +80,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: QA's per-question metrics, in report order (F1 is the primary one).
+METRICS = ("f1", "exact_match")
+
+
 class QATask(Task):
     """Extractive QA over SQuAD-format files (TyDi QA GoldP)."""
 
     name = "qa"
     auto_model = AutoModelForQuestionAnswering
-    metrics = ("f1", "exact_match")
+    metrics = METRICS
     result_metrics = ("exact_match", "f1")
     metric_labels: Mapping[str, str] = {"f1": "F1", "exact_match": "EM"}
     count_key = "num_questions"
