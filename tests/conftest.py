@@ -112,6 +112,49 @@ def synthetic_squad(path: Path, *, questions: int, offset: int = 0) -> Path:
     return path
 
 
+def find_sst2_dir() -> Path | None:
+    """GLUE SST-2: ``$REGTUNE_SST2_DIR``, else ``sst2`` beside the TyDi folder, else ../shared/data/sst2."""
+    env = os.environ.get("REGTUNE_SST2_DIR")
+    candidates = [Path(env)] if env else []
+    tydi = find_data_dir()
+    if tydi is not None:
+        candidates.append(tydi.parent / "sst2")
+    candidates.append(Path(__file__).parents[1].parent / "shared/data/sst2")
+    return next((c for c in candidates if (c / "train.tsv").is_file()), None)
+
+
+def missing_data(what: str) -> None:
+    """In CI a missing data folder is a failure; elsewhere the test is skipped, saying why."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} not found, and CI is set: CI must have the data (../shared/data)")
+    pytest.skip(f"{what} not found (set {DATA_ENV} or REGTUNE_SST2_DIR)")
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    """The real SST-2 folder (train.tsv, dev.tsv); a failure in CI and a skip elsewhere when absent."""
+    folder = find_sst2_dir()
+    if folder is None:
+        missing_data("SST-2 data")
+    return folder  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SstSlice:
+    train: Path
+    dev: Path
+
+
+@pytest.fixture(scope="session")
+def sst2_slice(tmp_path_factory: pytest.TempPathFactory, sst2_dir: Path) -> SstSlice:
+    """The first 40 rows of SST-2 train and 20 of dev (header kept)."""
+    folder = tmp_path_factory.mktemp("sst2")
+    for name, rows in (("train", 40), ("dev", 20)):
+        lines = (sst2_dir / f"{name}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (folder / f"{name}.tsv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return SstSlice(train=folder / "train.tsv", dev=folder / "dev.tsv")
+
+
 @dataclass(frozen=True)
 class SquadPair:
     train: Path
