@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study explain-study bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 explain-study bench clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,17 @@ study: setup
 		--train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json '$(DATA_DIR)/*/dev.json' \
 		--output-dir $(STUDY_DIR)
 	$(VENV)/bin/regtune report $(STUDY_DIR) --export $(STUDY_RESULTS)
+
+# The SST-2 register study (issue #10): MiniLM, τ ∈ {0, 8} × seeds 1-5, the classification default
+# preset, trained on GLUE SST-2 train and scored on its dev set; hours on 2 CPU cores. Run it again to
+# resume (finished runs are skipped, an interrupted one continues from its checkpoint).
+SST2_DATA ?= ../shared/data/sst2
+SST2_STUDY_DIR ?= runs/study-sst2-minilm
+SST2_RESULTS ?= docs/results/sst2-minilm
+study-sst2: setup
+	$(VENV)/bin/regtune sweep --registers 0,8 --seeds 1,2,3,4,5 \
+		--train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv --output-dir $(SST2_STUDY_DIR)
+	$(VENV)/bin/regtune report $(SST2_STUDY_DIR) --export $(SST2_RESULTS)
 
 # Issue #5 on real data: attributions, artifacts and register roles of the study's τ=0 and τ=8 models
 # (seed 1) on 200 TyDi en dev questions (ablation: all 440). Needs `make study` first (or its two runs).

@@ -120,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
         values = getattr(args, name)
         if values is not None and len(values) > 1:
             grid[name] = values
-    grid["num_registers"] = args.registers
+    # Seeds before τ: τ varies fastest, so a sweep stopped part-way has finished τ's of the same seeds,
+    # which the paired comparison with τ=0 needs.
     grid["seed"] = args.seeds
+    grid["num_registers"] = args.registers
     options: dict[str, Any] = {}
     task = choose_task(args.task, args.train)
     if task != "qa":  # QA is the default: sweep folders from before tasks existed stay resumable
