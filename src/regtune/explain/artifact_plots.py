@@ -8,15 +8,14 @@ atomically. Each category keeps one colour in every figure.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from regtune.core.io import atomic_write_bytes
 from regtune.explain.artifacts import CATEGORIES, ArtifactAnalysis
+from regtune.reporting.plots import new_figure, save_png
 
 #: One colour per token category, shared by all figures.
 CATEGORY_COLOURS = {
@@ -57,22 +56,6 @@ def _array(values: Any) -> np.ndarray:
     return np.array(values, dtype=float)
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Any, path: str | Path) -> Path:
-    """Render to memory and write atomically: a killed run never leaves half an image."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def _title(data: Mapping[str, Any]) -> str:
     settings = data["settings"]
     return f"τ={settings['num_registers']} ({settings['placement']}), {settings['num_inputs']} windows"
@@ -87,7 +70,7 @@ def plot_norms(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path)
     """Token output norms per layer and category (median, IQR band, 99th percentile) and outlier shares."""
     data = _as_dict(analysis)
     layers = np.arange(len(data["norms"]))
-    figure = _figure(12.5, 4.6)
+    figure = new_figure(12.5, 4.6)
     left, right = figure.subplots(1, 2)
     for cat in _present(data):
         colour = CATEGORY_COLOURS[cat]
@@ -121,7 +104,7 @@ def plot_norms(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path)
     figure.suptitle(
         f"Token output norms, {_title(data)}; rule: {data['settings']['outlier_rule']}", fontsize=9
     )
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _sink_axes(ax: Any, data: Mapping[str, Any], *, legend: bool = True) -> None:
@@ -144,7 +127,7 @@ def _sink_axes(ax: Any, data: Mapping[str, Any], *, legend: bool = True) -> None
 def plot_sinks(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path) -> Path:
     """Attention mass received per category and layer, in total and per token relative to uniform."""
     data = _as_dict(analysis)
-    figure = _figure(12.5, 4.6)
+    figure = new_figure(12.5, 4.6)
     left, right = figure.subplots(1, 2)
     _sink_axes(left, data)
     left.set_title("Where attention goes (mean over text queries and heads)")
@@ -167,7 +150,7 @@ def plot_sinks(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path)
     right.legend(fontsize="small")
     right.grid(True, alpha=0.3)
     figure.suptitle(f"Attention sinks, {_title(data)}", fontsize=10)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _heatmap(figure: Any, ax: Any, values: np.ndarray, *, label: str, **kwargs: Any) -> None:
@@ -186,7 +169,7 @@ def plot_entropy(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Pat
     """Attention entropy of every head, normalised by log(S) (1 = uniform, 0 = one key)."""
     data = _as_dict(analysis)
     values = _array(data["attention"]["entropy_normalized"])  # (L, heads)
-    figure = _figure(1.6 + 0.45 * values.shape[1] + 2.5, 1.5 + 0.4 * values.shape[0])
+    figure = new_figure(1.6 + 0.45 * values.shape[1] + 2.5, 1.5 + 0.4 * values.shape[0])
     ax = figure.subplots()
     _heatmap(figure, ax, values, label="entropy / log(S)", cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(values.shape[1]))
@@ -194,7 +177,7 @@ def plot_entropy(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Pat
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"Attention entropy per head (mean over text queries)\n{_title(data)}", fontsize=10)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def _with_registers(analysis: ArtifactAnalysis | Mapping[str, Any]) -> tuple[Mapping[str, Any], int]:
@@ -211,7 +194,7 @@ def plot_register_attention(analysis: ArtifactAnalysis | Mapping[str, Any], path
     data, r = _with_registers(analysis)
     received = _array(data["registers"]["attention_received"])  # (L, R)
     to_cat = _array(data["registers"]["to_category"]).mean(axis=0)  # (R, C)
-    figure = _figure(12.5, 1.8 + max(3.0, 0.35 * max(r, received.shape[0])))
+    figure = new_figure(12.5, 1.8 + max(3.0, 0.35 * max(r, received.shape[0])))
     left, right = figure.subplots(1, 2)
     _heatmap(figure, left, received, label="attention from a text query", cmap="magma")
     left.set_xticks(range(r))
@@ -233,14 +216,14 @@ def plot_register_attention(analysis: ArtifactAnalysis | Mapping[str, Any], path
     right.set_title("What each register attends to")
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle(f"Register roles, {_title(data)}", fontsize=10)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_register_cosine(analysis: ArtifactAnalysis | Mapping[str, Any], path: str | Path) -> Path:
     """Register–register cosine similarity at the last layer, and its off-diagonal mean per layer."""
     data, r = _with_registers(analysis)
     last = _array(data["registers"]["cosine_last"])  # (R, R)
-    figure = _figure(12.0, 4.8)
+    figure = new_figure(12.0, 4.8)
     left, right = figure.subplots(1, 2)
     _heatmap(figure, left, last, label="cosine similarity", cmap="coolwarm", vmin=-1.0, vmax=1.0)
     left.set_xticks(range(r))
@@ -259,7 +242,7 @@ def plot_register_cosine(analysis: ArtifactAnalysis | Mapping[str, Any], path: s
     right.legend(fontsize="small")
     right.grid(True, alpha=0.3)
     figure.suptitle(f"Register similarity, {_title(data)}", fontsize=10)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
@@ -268,7 +251,7 @@ def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
     rows = [*ablation["single"], *ablation["all"]]
     groups = list(dict.fromkeys(row["register"] for row in rows))  # registers in order, then None (all)
     names = [("all" if g is None else str(g)) for g in groups]
-    figure = _figure(max(6.0, 1.5 + 0.5 * len(groups) * len(modes)), 4.6)
+    figure = new_figure(max(6.0, 1.5 + 0.5 * len(groups) * len(modes)), 4.6)
     ax = figure.subplots()
     width = 0.8 / len(modes)
     colours = {"zero": "tab:blue", "mean": "tab:olive", "mask": "tab:red"}
@@ -293,7 +276,7 @@ def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
     )
     ax.legend(title="register replaced by", fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_comparison(analyses: Mapping[str, ArtifactAnalysis | Mapping[str, Any]], path: str | Path) -> Path:
@@ -305,7 +288,7 @@ def plot_comparison(analyses: Mapping[str, ArtifactAnalysis | Mapping[str, Any]]
     if not analyses:
         raise ValueError("no analyses to compare")
     datas = {label: _as_dict(a) for label, a in analyses.items()}
-    figure = _figure(1.0 + 5.2 * len(datas), 8.0)
+    figure = new_figure(1.0 + 5.2 * len(datas), 8.0)
     axes = figure.subplots(2, len(datas), sharey="row", squeeze=False)
     for column, (label, data) in enumerate(datas.items()):
         top, bottom = axes[0, column], axes[1, column]
@@ -329,7 +312,7 @@ def plot_comparison(analyses: Mapping[str, ArtifactAnalysis | Mapping[str, Any]]
         if column == len(datas) - 1:
             bottom.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle("Do registers take over the sink and high-norm roles of [CLS]/[SEP]?", fontsize=11)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def write_artifact_plots(

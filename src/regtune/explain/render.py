@@ -18,19 +18,17 @@ The raw scores belong in JSON beside the page (:meth:`Attribution.to_dict`); thi
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import numpy as np
 
 from regtune.core.errors import ConfigError
 from regtune.core.io import atomic_write_text
+from regtune.reporting.html import escape as _e
+from regtune.reporting.html import page_head, png_figure, records_table
 
 if TYPE_CHECKING:  # only attributes are read: importing this module needs neither torch nor transformers
     from regtune.explain.inputs import ExplainInput
@@ -38,7 +36,6 @@ if TYPE_CHECKING:  # only attributes are read: importing this module needs neith
 
 #: Colour bins per sign; a score under half a bin of the row's max stays white.
 BINS = 8
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Word-start markers of byte-level BPE (RoBERTa) and SentencePiece (XLM-R, DeBERTa-v3) tokens.
 _WORD_STARTS = ("Ġ", "▁")
 _RED, _BLUE = (214, 39, 40), (33, 102, 172)
@@ -54,15 +51,9 @@ def _bin_css() -> str:
     return "".join(rules)
 
 
+#: The explanation pages' own rules on top of the shared BASE_CSS.
 _CSS = (
-    "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1300px;"
-    "padding:1em 1.5em 3em;color:#1d1d1f;line-height:1.45}"
-    "h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin:0 0 .3em;font-size:1.05em}"
-    "table{border-collapse:collapse;font-size:.88em;margin:.4em 0 1em}"
-    "th,td{border:1px solid #d0d0d0;padding:.2em .5em;text-align:left}th{background:#f0f2f5}"
-    "td.num{text-align:right;font-variant-numeric:tabular-nums}.scroll{overflow-x:auto}"
-    "figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#555}"
-    ".aid{background:#f3f7fc;border-left:4px solid #3b78c3;padding:.5em 1em}.note{color:#6b4e00}"
+    "h3{margin:0 0 .3em;font-size:1.05em}table{font-size:.88em;margin:.4em 0 1em}"
     "section.qa{border-top:1px solid #ddd;padding:.6em 0;content-visibility:auto;"
     "contain-intrinsic-size:auto 900px}"
     ".meta{font-size:.9em;margin:.2em 0 .5em}.meta b{font-weight:600}"
@@ -77,10 +68,6 @@ _CSS = (
     ".x{background:repeating-linear-gradient(45deg,#ddd 0 3px,#fff 3px 6px)}"
     ".toc{columns:12em;font-size:.85em}" + _bin_css()
 )
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _score(value: float) -> str:
@@ -240,40 +227,7 @@ def _check(
 def _summary_table(summary: Sequence[Mapping[str, Any]], heading: str = "Summary") -> str:
     if not summary:
         return ""
-    columns = list(dict.fromkeys(key for row in summary for key in row))
-    body = []
-    for row in summary:
-        cells = []
-        for key in columns:
-            value = row.get(key, "")
-            if isinstance(value, float | np.floating):
-                cells.append(f"<td class=num>{_e(f'{value:.4g}')}</td>")
-            elif isinstance(value, int | np.integer) and not isinstance(value, bool):
-                cells.append(f"<td class=num>{_e(value)}</td>")
-            else:
-                cells.append(f"<td>{_e(value)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    return f"<h2>{_e(heading)}</h2><div class=scroll>{table}</div>"
-
-
-def _image(path: Path, page_dir: Path | None = None) -> str:
-    """A PNG embedded as a data URI, so the page alone is the whole result; or, with ``page_dir``, linked
-    by its path relative to the page (for plots that are written beside the page anyway)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read image ({err.__class__.__name__})") from err
-    if not data.startswith(PNG_MAGIC):
-        raise ConfigError(f"{path}: not a PNG file; pages embed PNG plots only")
-    if page_dir is None:
-        src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    else:
-        src = quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
-    caption = f"<figcaption>{_e(path.name)}</figcaption>"
-    return f'<figure><img src="{_e(src)}" alt="{_e(path.stem)}">{caption}</figure>'
+    return f"<h2>{_e(heading)}</h2>{records_table(summary)}"
 
 
 def _legend(compare: bool) -> str:
@@ -296,17 +250,6 @@ def _legend(compare: bool) -> str:
     )
 
 
-def _head(title: str, subtitle: str) -> list[str]:
-    """The opening of every page: doctype, inline CSS, title and subtitle."""
-    return [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1><p>{_e(subtitle)}</p>",
-    ]
-
-
 def _notes(notes: Sequence[str]) -> str:
     return "<h2>Notes</h2><ul>" + "".join(f"<li class=note>{_e(n)}</li>" for n in notes) + "</ul>"
 
@@ -322,9 +265,9 @@ def _page(
     images: Sequence[Path],
     notes: Sequence[str],
 ) -> str:
-    figures = "".join(_image(p) for p in images)  # read first: a missing image fails before any HTML
+    figures = "".join(png_figure(p) for p in images)  # read first: a missing image fails before any HTML
     toc = "".join(f"<li><a href=#q{i}>{_e(inp.question_id)}</a></li>" for i, inp in enumerate(inputs))
-    parts = [*_head(title, subtitle), _legend(compare)]
+    parts = [*page_head(title, _CSS, subtitle), _legend(compare)]
     if notes:
         parts.append(_notes(notes))
     parts.append(_summary_table(summary))
@@ -443,8 +386,8 @@ def write_figure_page(
         images: PNG files, linked relative to the page (keep them with it when moving it).
         notes: Lines listed under "Notes".
     """
-    figures = "".join(_image(p, Path(path).parent) for p in images)
-    parts = _head(title, subtitle)
+    figures = "".join(png_figure(p, Path(path).parent) for p in images)
+    parts = page_head(title, _CSS, subtitle)
     if notes:
         parts.append(_notes(notes))
     for heading, rows in (tables or {}).items():

@@ -346,20 +346,14 @@ def prepare_output_dir(out: Path, settings: dict[str, Any], *, kind: str = "expl
 
 def plot_summary(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], path: Path) -> Path:
     """One panel per metric: each method's mean per model with its 95 % CI, as a PNG."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from regtune.core.io import atomic_write_bytes
+    from regtune.reporting.plots import new_figure, save_png
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     cols = 4
     nrows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    fig = new_figure(4 * cols, 3.2 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False)
     width = 0.8 / len(labels)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for j, label in enumerate(labels):
@@ -378,11 +372,7 @@ def plot_summary(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], path:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Attribution metrics per method: mean over questions, 95 % bootstrap CI")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path)
 
 
 def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:

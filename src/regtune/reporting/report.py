@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import math
@@ -39,6 +38,9 @@ import numpy as np
 from regtune.core.errors import ConfigError, DataError, RegtuneError
 from regtune.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from regtune.experiments import stats
+from regtune.reporting import plots
+from regtune.reporting.html import Cell, escape, linked_figure, page_head, table
+from regtune.reporting.plots import plot_text, save_png_and_svg
 
 if TYPE_CHECKING:
     from regtune.experiments.sweep import SweepConfig
@@ -556,48 +558,21 @@ def _unit(analysis: Mapping[str, Any]) -> str:
 # --- plots ------------------------------------------------------------------------------------------------
 
 
-def _plot_text(text: str) -> str:
-    """Matplotlib reads ``$...$`` as maths; a dev or model name must show as written."""
-    return text.replace("$", r"\$")
-
-
-def _save(figure: Any, folder: Path, stem: str) -> list[str]:
-    """Save ``figure`` as PNG (Agg) and SVG in ``folder``; returns the file names."""
-    import matplotlib
-
-    names = [f"{stem}.png", f"{stem}.svg"]
-    # Fixed SVG ids and no dates: the same analysis gives the same files.
-    with matplotlib.rc_context({"svg.hashsalt": "regtune", "svg.fonttype": "path"}):
-        # Rendered in memory, then written atomically: a killed report never leaves half an image.
-        for name, options in (
-            (names[0], {"format": "png", "dpi": 110, "metadata": {"Software": None}}),
-            (names[1], {"format": "svg", "metadata": {"Date": None, "Creator": None}}),
-        ):
-            buffer = io.BytesIO()
-            figure.savefig(buffer, **options)
-            atomic_write_bytes(folder / name, buffer.getvalue())
-    return names
-
-
 def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
     """Each metric against τ with 95 % CI error bars, one line per dev file × other-axes combination.
 
     τ values sit at even spacing (they are usually 0, 4, 8, 32: a linear axis would crowd the small
     ones); lines are nudged sideways so their error bars do not hide each other.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     taus = _taus(analysis)
     others = _other_axes(analysis)
     lines: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for cell in analysis["cells"]:
         lines.setdefault((cell["dev"], tuple(cell["axes"][a] for a in others)), []).append(cell)
     metrics = _metrics(analysis)
-    figure = Figure(figsize=(5.75 * len(metrics) + 1.5, 4.6), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = plots.new_figure(5.75 * len(metrics) + 1.5, 4.6)
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
-    colours = _colours(len(lines), "tab10" if len(lines) <= 10 else "viridis")
+    colours = plots.colours(len(lines), "tab10" if len(lines) <= 10 else "viridis")
     width = min(0.3, 0.06 * max(len(lines) - 1, 0))
     for ax, metric in zip(axes, metrics, strict=True):
         for i, ((dev, values), members) in enumerate(lines.items()):
@@ -622,7 +597,7 @@ def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
                 capsize=3,
                 linewidth=1.3,
                 color=colours[i],
-                label=_plot_text(label),
+                label=plot_text(label),
             )
         ax.set_xticks(range(len(taus)), [str(t) for t in taus])
         ax.set_xlabel("τ (number of registers)")
@@ -632,16 +607,7 @@ def plot_scores(analysis: Mapping[str, Any], folder: Path) -> list[str]:
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize="small", title="dev file")
-    return _save(figure, folder, "scores_vs_tau")
-
-
-def _colours(n: int, name: str) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps[name]
-    if name == "tab10":
-        return [cmap(i) for i in range(n)]
-    return [cmap(x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+    return save_png_and_svg(figure, folder, "scores_vs_tau")
 
 
 def read_loss_curve(path: Path) -> tuple[list[int], list[float]]:
@@ -671,12 +637,10 @@ def plot_losses(root: Path, analysis: Mapping[str, Any], folder: Path) -> list[s
 
     Returns no file names when no run has logged a loss yet.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     taus = _taus(analysis)
-    colours = dict(zip(taus, _colours(len(taus), "viridis"), strict=True))
+    colours = dict(zip(taus, plots.colours(len(taus), "viridis"), strict=True))
     curves = []
     for run in analysis["runs"]:
         steps, losses = read_loss_curve(Path(root) / "runs" / run["run_id"] / "train_log.jsonl")
@@ -684,8 +648,7 @@ def plot_losses(root: Path, analysis: Mapping[str, Any], folder: Path) -> list[s
             curves.append((run, steps, losses))
     if not curves:
         return []
-    figure = Figure(figsize=(9.5, 4.4), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = plots.new_figure(9.5, 4.4)
     ax = figure.subplots()
     for run, steps, losses in curves:
         ax.plot(
@@ -704,32 +667,17 @@ def plot_losses(root: Path, analysis: Mapping[str, Any], folder: Path) -> list[s
     ax.set_ylabel("training loss")
     ax.set_title(f"Training loss of {len(curves)} runs, coloured by τ")
     ax.grid(True, alpha=0.3)
-    return _save(figure, folder, "training_loss")
+    return save_png_and_svg(figure, folder, "training_loss")
 
 
 # --- HTML -------------------------------------------------------------------------------------------------
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
-       max-width: 1250px; padding: 1.2em 1.6em 3em; color: #1d1d1f; line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-h3 { margin-bottom: .3em; }
-table { border-collapse: collapse; margin: .5em 0 1.2em; font-size: .9em; }
-th, td { border: 1px solid #d0d0d0; padding: .25em .55em; text-align: left; vertical-align: top; }
-th { background: #f0f2f5; } tbody tr:nth-child(even) { background: #fafbfc; }
-.scroll { overflow-x: auto; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.sig { font-weight: bold; color: #0b6e2e; } .neg { color: #a01b1b; }
-.aid { background: #f3f7fc; border-left: 4px solid #3b78c3; padding: .6em 1em; max-width: 62em; }
-.note { color: #6b4e00; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
-figcaption { font-size: .85em; color: #555; } code, pre { font-size: .88em; }
-pre { background: #f6f8fa; padding: .7em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
-.chosen { background: #e5f4e8 !important; font-weight: bold; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+#: The report's own rules on top of the shared BASE_CSS.
+_CSS = (
+    "body{max-width:1250px}.sig{font-weight:bold;color:#0b6e2e}.neg{color:#a01b1b}"
+    "pre{background:#f6f8fa;padding:.7em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}"
+    ".chosen{background:#e5f4e8 !important;font-weight:bold}"
+)
 
 
 def _num(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -748,27 +696,6 @@ def _p(value: float | None) -> str:
     if value is None:
         return "–"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-#: A table cell: (css class, already escaped html) or (css class, html, rowspan).
-Cell = tuple[str, str] | tuple[str, str, int]
-
-
-def _td(cell: Cell) -> str:
-    cls, text = cell[0], cell[1]
-    attrs = f' class="{cls}"' if cls else ""
-    if len(cell) > 2 and cell[2] > 1:
-        attrs += f' rowspan="{cell[2]}"'
-    return f"<td{attrs}>{text}</td>"
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
-    """An HTML table in a horizontally scrolling box (a wide table never pushes the page sideways)."""
-    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head)]
-    out.append("</tr></thead><tbody>")
-    out.extend("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
 
 
 def _significant(comparison: Mapping[str, Any] | None) -> bool:
@@ -795,17 +722,17 @@ def _metric_rows(
             if comparison["delta"] is not None and comparison["delta"] < 0 and _significant(comparison):
                 cls += " neg"
             delta_cells = [
-                (cls, _e(_num(comparison["delta"], signed=True))),
-                ("num", _e(_ci(comparison["ci_low"], comparison["ci_high"], signed=True))),
-                ("num", _e(_p(comparison["p_value"]))),
-                (cls, _e(_p(comparison["p_holm"]))),
+                (cls, escape(_num(comparison["delta"], signed=True))),
+                ("num", escape(_ci(comparison["ci_low"], comparison["ci_high"], signed=True))),
+                ("num", escape(_p(comparison["p_value"]))),
+                (cls, escape(_p(comparison["p_holm"]))),
             ]
         row: list[Cell] = [(c[0], c[1], len(metrics)) for c in lead] if i == 0 else []
         row += [
-            ("", _e(_metric_label(analysis, metric))),
-            ("num", _e(_num(summary["mean"]))),
-            ("num", _e(_num(summary["std"]))),
-            ("num", _e(_ci(summary["ci_low"], summary["ci_high"]))),
+            ("", escape(_metric_label(analysis, metric))),
+            ("num", escape(_num(summary["mean"]))),
+            ("num", escape(_num(summary["std"]))),
+            ("num", escape(_ci(summary["ci_low"], summary["ci_high"]))),
             *delta_cells,
         ]
         rows.append(row)
@@ -818,14 +745,14 @@ def _dev_table(analysis: Mapping[str, Any], dev: str) -> str:
     for cell in analysis["cells"]:
         if cell["dev"] != dev:
             continue
-        lead: list[Cell] = [("", _e(cell["axes"][axis])) for axis in others]
+        lead: list[Cell] = [("", escape(cell["axes"][axis])) for axis in others]
         lead += [
-            ("num", _e(cell["axes"][TAU])),
-            ("num", _e(_join(cell["seeds"]))),
-            ("num", _e(cell["n_questions"])),
+            ("num", escape(cell["axes"][TAU])),
+            ("num", escape(_join(cell["seeds"]))),
+            ("num", escape(cell["n_questions"])),
         ]
         rows += _metric_rows(analysis, lead, cell)
-    return _table([*others, "τ", "seeds", f"{_unit(analysis)}s", *_METRIC_COLUMNS], rows)
+    return table([*others, "τ", "seeds", f"{_unit(analysis)}s", *_METRIC_COLUMNS], rows)
 
 
 def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
@@ -836,21 +763,23 @@ def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
     combos = list(dict.fromkeys(k[:2] for k in by_key))
     rows = []
     for dev, values in combos:
-        row = [("", _e(dev))] + [("", _e(v)) for v in values]
+        row = [("", escape(dev))] + [("", escape(v)) for v in values]
         for tau in taus:
             cell = by_key.get((dev, values, tau))
             if cell is None:
                 row.append(("num", "–"))
                 continue
-            text = _e(_num(cell["metrics"][metric]["mean"]))
+            text = escape(_num(cell["metrics"][metric]["mean"]))
             comparison = cell["vs_tau0"][metric]
             if comparison is not None:
                 mark = "*" if _significant(comparison) else ""
                 span = "sig" if mark else ""
-                text += f' <span class="{span}">({_e(_num(comparison["delta"], signed=True))}{mark})</span>'
+                text += (
+                    f' <span class="{span}">({escape(_num(comparison["delta"], signed=True))}{mark})</span>'
+                )
             row.append(("num", text))
         rows.append(row)
-    return _table(["dev", *others, *(f"τ={t}" for t in taus)], rows)
+    return table(["dev", *others, *(f"τ={t}" for t in taus)], rows)
 
 
 def _selection_html(analysis: Mapping[str, Any]) -> str:
@@ -862,8 +791,8 @@ def _selection_html(analysis: Mapping[str, Any]) -> str:
         )
     primary = _metric_label(analysis, selection.get("metric", _metrics(analysis)[0]))
     parts = [
-        f"<p>τ was chosen per combination of the other axes by the best mean {_e(primary)} on the held-out "
-        "part of "
+        "<p>τ was chosen per combination of the other axes by the best mean "
+        f"{escape(primary)} on the held-out part of "
         "the training file (<code>validation</code>); no dev file was looked at. The chosen τ's dev results "
         "below are therefore fair estimates of <em>tune τ, then use it</em>. As τ was fixed before the dev "
         "files were looked at, each dev file holds one comparison with τ=0, so its plain p is valid; "
@@ -872,24 +801,24 @@ def _selection_html(analysis: Mapping[str, Any]) -> str:
     ]
     for group in selection["groups"]:
         if group["axes"]:
-            parts.append(f"<h3>{_e(_axes_text(group['axes']))}</h3>")
+            parts.append(f"<h3>{escape(_axes_text(group['axes']))}</h3>")
         rows = []
         for entry in group["validation"]:
             cls = "num chosen" if entry["num_registers"] == group["chosen_num_registers"] else "num"
             rows.append(
                 [
-                    (cls, _e(entry["num_registers"])),
-                    (cls, _e(entry["n_seeds"])),
-                    (cls, _e(_num(entry["mean"]))),
-                    (cls, _e(_ci(entry["ci_low"], entry["ci_high"]))),
+                    (cls, escape(entry["num_registers"])),
+                    (cls, escape(entry["n_seeds"])),
+                    (cls, escape(_num(entry["mean"]))),
+                    (cls, escape(_ci(entry["ci_low"], entry["ci_high"]))),
                 ]
             )
-        parts.append(f"<p>Chosen: <strong>τ = {_e(group['chosen_num_registers'])}</strong></p>")
-        parts.append(_table(["τ", "seeds", f"validation {primary}", "95% CI"], rows))
+        parts.append(f"<p>Chosen: <strong>τ = {escape(group['chosen_num_registers'])}</strong></p>")
+        parts.append(table(["τ", "seeds", f"validation {primary}", "95% CI"], rows))
         result_rows = []
         for result in group["results"]:
-            result_rows += _metric_rows(analysis, [("", _e(result["dev"]))], result)
-        parts.append(_table(["dev", *_METRIC_COLUMNS], result_rows))
+            result_rows += _metric_rows(analysis, [("", escape(result["dev"]))], result)
+        parts.append(table(["dev", *_METRIC_COLUMNS], result_rows))
     return "\n".join(parts)
 
 
@@ -936,16 +865,8 @@ def _key_value_table(data: Mapping[str, Any]) -> str:
     rows = []
     for key, value in data.items():
         text = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
-        rows.append([("", f"<code>{_e(key)}</code>"), ("", _e(text))])
-    return _table(["key", "value"], rows)
-
-
-def _figure(names: Sequence[str], alt: str, caption: str) -> str:
-    png, svg = names
-    return (
-        f'<figure><img src="{_e(png)}" alt="{_e(alt)}">'
-        f'<figcaption>{_e(caption)} (<a href="{_e(svg)}">SVG</a>)</figcaption></figure>'
-    )
+        rows.append([("", f"<code>{escape(key)}</code>"), ("", escape(text))])
+    return table(["key", "value"], rows)
 
 
 def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plot: Sequence[str]) -> str:
@@ -966,19 +887,16 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     unit, metrics = _unit(analysis), _metrics(analysis)
     names = [_metric_label(analysis, m) for m in metrics]
     p = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p>{n_finished} of {len(runs)} runs finished · seeds {_e(_join(sweep['grid'].get('seed', [])))} · "
-        f"dev files: {_e(_join(devs))} · scores on 0–100. Data: "
+        *page_head(title, _CSS),
+        f"<p>{n_finished} of {len(runs)} runs finished · "
+        f"seeds {escape(_join(sweep['grid'].get('seed', [])))} · "
+        f"dev files: {escape(_join(devs))} · scores on 0–100. Data: "
         '<a href="../summary.json">summary.json</a>, <a href="../summary.csv">summary.csv</a>, '
         '<a href="../results.csv">results.csv</a>.</p>',
         '<div class="aid"><strong>How to read this report.</strong><ul>',
         f"<li>Each number is a mean over the finished seeds of a cell (one dev file, one τ, one value of "
         f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev {unit}s "
-        f"(resampled with replacement, {_e(settings['n_boot'])} times) and the seeds (how far another "
+        f"(resampled with replacement, {escape(settings['n_boot'])} times) and the seeds (how far another "
         "training run could land, from the spread of the per-seed scores with Student-t tails, since 3–5 "
         "seeds are too few to resample). It says where the mean could be with other seeds and other "
         f"{unit}s of the same kind; it is not the range of single runs. One seed gives no CI (–).</li>",
@@ -994,37 +912,39 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         "</ul></div>",
     ]
     if analysis["notes"]:
-        p.append("<h2>Notes</h2><ul>" + "".join(f'<li class="note">{_e(n)}</li>' for n in analysis["notes"]))
+        p.append(
+            "<h2>Notes</h2><ul>" + "".join(f'<li class="note">{escape(n)}</li>' for n in analysis["notes"])
+        )
         p[-1] += "</ul>"
     p.append("<h2>Scores against τ</h2>")
     p.append(
-        _figure(
+        _linked(
             score_plot,
             f"{' and '.join(names)} against the number of registers, one line per dev file, with 95% CIs",
             f"Mean over seeds; error bars are {level}% CIs: {unit}s bootstrapped, seeds with Student-t "
             "tails (see how to read this report).",
         )
     )
-    p.append(f"<h2>Selection ({_e(sweep.get('select_on') or 'none')})</h2>")
+    p.append(f"<h2>Selection ({escape(sweep.get('select_on') or 'none')})</h2>")
     p.append(_selection_html(analysis))
     if len(real_devs) > 1:
-        p.append(f"<h2>Overview: {_e(names[0])} per dev file and τ</h2>")
+        p.append(f"<h2>Overview: {escape(names[0])} per dev file and τ</h2>")
         p.append(
-            f"<p>Mean {_e(names[0])}; in brackets Δ vs τ=0, with * where Holm-significant. "
+            f"<p>Mean {escape(names[0])}; in brackets Δ vs τ=0, with * where Holm-significant. "
             "Details per dev file below.</p>"
         )
         p.append(_overview_table(analysis, metrics[0]))
     p.append("<h2>Results per dev file</h2>")
     for dev in devs:
         label = f"{dev} (held-out part of the training file)" if dev == held_out else dev
-        p.append(f"<h3>{_e(label)}</h3>")
+        p.append(f"<h3>{escape(label)}</h3>")
         group_notes = [g["note"] for g in analysis["groups"] if g["dev"] == dev and g["note"]]
-        p.extend(f'<p class="note">{_e(n)}</p>' for n in group_notes)
+        p.extend(f'<p class="note">{escape(n)}</p>' for n in group_notes)
         p.append(_dev_table(analysis, dev))
     p.append("<h2>Training loss</h2>")
     if loss_plot:
         p.append(
-            _figure(
+            _linked(
                 loss_plot,
                 "Training loss against step for every run, coloured by the number of registers",
                 "Every run's logged training loss (train_log.jsonl); dashed: unfinished runs.",
@@ -1034,7 +954,7 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         p.append("<p>No run has logged a training loss yet.</p>")
     p.append("<h2>Configuration</h2>")
     p.append("<p>Command line that reproduces this sweep (run it with your <code>--output-dir</code>):</p>")
-    p.append(f"<pre>{_e(command_line(sweep))}</pre>")
+    p.append(f"<pre>{escape(command_line(sweep))}</pre>")
     p.append("<h3>Sweep (sweep.json)</h3>")
     p.append(_key_value_table(sweep))
     p.append("<h3>Resolved training configuration (the same for every run; grid axes vary)</h3>")
@@ -1045,10 +965,13 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     p.append(_key_value_table(settings))
     p.append("<h3>Runs</h3>")
     run_rows = [
-        [("", f"<code>{_e(run['run_id'])}</code>"), ("", "finished" if run["finished"] else "not finished")]
+        [
+            ("", f"<code>{escape(run['run_id'])}</code>"),
+            ("", "finished" if run["finished"] else "not finished"),
+        ]
         for run in runs
     ]
-    p.append(_table(["run", "state"], run_rows))
+    p.append(table(["run", "state"], run_rows))
     p.append("</body></html>")
     return "\n".join(p) + "\n"
 
@@ -1106,3 +1029,8 @@ def export_results(root: Path, target: Path) -> list[Path]:
             relative = source.resolve().relative_to(root)
             written.append(atomic_write_bytes(target / relative, source.read_bytes()))
     return written
+
+
+def _linked(names: Sequence[str], alt: str, caption: str) -> str:
+    png, svg = names
+    return linked_figure(png, svg, alt, caption)
