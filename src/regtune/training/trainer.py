@@ -275,30 +275,107 @@ def train_model(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_main_process() and not (run_dir / "config.json").exists():
-        atomic_write_json(
-            run_dir / "config.json",
-            {
-                "config": config.to_dict(),
-                "versions": environment_versions(),
-                "data": {
-                    "train_file": config.train_file,
-                    "train_sha256_16": _file_digest(config.train_file),
-                    "dev_file": config.dev_file,
-                    "dev_sha256_16": _file_digest(config.dev_file),
-                },
-            },
-        )
-
+        _write_run_config(run_dir, config)
     trainer_dir = run_dir / "trainer"
     checkpoint = get_last_checkpoint(str(trainer_dir)) if resume and trainer_dir.exists() else None
     log_file = run_dir / "train_log.jsonl"
     if _is_main_process():
-        if checkpoint is None:
-            log_file.unlink(missing_ok=True)
-        else:
-            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-            truncate_log(log_file, state["global_step"])
+        _prepare_log(log_file, checkpoint)
+    args = training_arguments(config, trainer_dir, progress=progress)
+    collator = task.collator(tokenizer, config)
+    trainer = RegisterTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        callbacks=[JsonlLogCallback(log_file), *callbacks],
+        register_lr=config.register_lr,
+    )
+    if not progress:
+        # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
+        trainer.remove_callback(PrinterCallback)
+    began = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - began
+    if not trainer.is_world_process_zero():
+        return {}
 
+    metrics = _save_and_score(trainer, task, config, tokenizer, dev, progress=progress)
+    metrics = {
+        **metrics,
+        "train_steps": output.global_step,
+        "train_loss": round(float(output.training_loss), 6),
+        "train_seconds": round(train_seconds, 3),
+        "resumed_from_step": _checkpoint_step(checkpoint),
+        f"num_train_{task.unit}s": len(train.examples),
+        f"num_train_{task.sequence}s": len(train_dataset),
+        f"skipped_train_{task.unit}s": len(train.skipped),
+    }
+    # metrics.json last: its presence marks a finished run.
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    for stale in trainer_dir.glob("checkpoint-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return metrics
+
+
+def _save_and_score(
+    trainer: Trainer, task: Task, config: TrainConfig, tokenizer: Any, dev: TaskData, *, progress: bool
+) -> dict[str, Any]:
+    """Save the trained model atomically, score the dev file, write its predictions and scores.
+
+    Returns the metrics so far (train_model adds the training numbers and writes metrics.json last).
+    """
+    run_dir = Path(config.output_dir)
+    model = trainer.model
+    trained_attn = model.config._attn_implementation
+    if config.attn_implementation == "auto" and trained_attn != "sdpa":
+        # 'auto' picked eager for the bf16 backward on CPU; inference has no backward, and SDPA's forward
+        # is the faster one there (en dev: 4.4 s against 15 s with eager).
+        model.set_attn_implementation("sdpa")
+    _save_model_atomically(model, tokenizer, run_dir / "model")
+    evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
+    atomic_write_json(run_dir / "predictions.json", evaluation.predictions)
+    atomic_write_json(run_dir / task.per_example_file, evaluation.per_example)
+    return {
+        **evaluation.metrics,
+        "task": task.name,
+        "dev_file": config.dev_file,
+        "num_registers": config.num_registers,
+        "seed": config.seed,
+        "precision": "bf16" if trainer.args.bf16 else "fp32",  # what 'auto' resolved to on this machine
+        "attn_implementation": trained_attn,  # what training used
+        f"skipped_dev_{task.unit}s": len(dev.skipped),
+    }
+
+
+def _write_run_config(run_dir: Path, config: TrainConfig) -> None:
+    """``DIR/config.json``: the resolved config, library versions, and the data files with their hashes."""
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "config": config.to_dict(),
+            "versions": environment_versions(),
+            "data": {
+                "train_file": config.train_file,
+                "train_sha256_16": _file_digest(config.train_file),
+                "dev_file": config.dev_file,
+                "dev_sha256_16": _file_digest(config.dev_file),
+            },
+        },
+    )
+
+
+def _prepare_log(log_file: Path, checkpoint: str | None) -> None:
+    """A fresh run starts a new log; a resumed one drops what was logged after its checkpoint."""
+    if checkpoint is None:
+        log_file.unlink(missing_ok=True)
+    else:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        truncate_log(log_file, state["global_step"])
+
+
+def training_arguments(config: TrainConfig, trainer_dir: Path, *, progress: bool) -> TrainingArguments:
+    """HF ``TrainingArguments`` for ``config`` on this machine (device, precision, data loading)."""
     cuda = torch.cuda.is_available()
     device_type = training_device_type()  # on a Mac Trainer picks MPS, where 'auto' stays fp32
     use_bf16 = resolve_precision(config.precision, device_type) == "bf16"
@@ -307,7 +384,7 @@ def train_model(
     # Trainer also refuses bf16 without a GPU unless told to use the CPU.
     cpu_ddp = not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1
     use_cpu = cpu_ddp or (device_type == "cpu" and use_bf16)
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(trainer_dir),
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr,
@@ -336,53 +413,6 @@ def train_model(
         ddp_find_unused_parameters=False,
         use_cpu=use_cpu,
     )
-    collator = task.collator(tokenizer, config)
-    trainer = RegisterTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=collator,
-        callbacks=[JsonlLogCallback(log_file), *callbacks],
-        register_lr=config.register_lr,
-    )
-    if not progress:
-        # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
-        trainer.remove_callback(PrinterCallback)
-    began = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - began
-    if not trainer.is_world_process_zero():
-        return {}
-
-    model = trainer.model
-    trained_attn = model.config._attn_implementation
-    if config.attn_implementation == "auto" and trained_attn != "sdpa":
-        # 'auto' picked eager for the bf16 backward on CPU; inference has no backward, and SDPA's forward
-        # is the faster one there (en dev: 4.4 s against 15 s with eager).
-        model.set_attn_implementation("sdpa")
-    _save_model_atomically(model, tokenizer, run_dir / "model")
-    evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
-    extra = {
-        "task": task.name,
-        "dev_file": config.dev_file,
-        "num_registers": config.num_registers,
-        "seed": config.seed,
-        "train_steps": output.global_step,
-        "train_loss": round(float(output.training_loss), 6),
-        "train_seconds": round(train_seconds, 3),
-        "precision": "bf16" if use_bf16 else "fp32",  # what 'auto' resolved to on this machine
-        "attn_implementation": trained_attn,  # what training used
-        "resumed_from_step": _checkpoint_step(checkpoint),
-        f"num_train_{task.unit}s": len(train.examples),
-        f"num_train_{task.sequence}s": len(train_dataset),
-        f"skipped_train_{task.unit}s": len(train.skipped),
-        f"skipped_dev_{task.unit}s": len(dev.skipped),
-    }
-    # metrics.json last: its presence marks a finished run.
-    metrics = write_evaluation(run_dir, task, evaluation, extra)
-    for stale in trainer_dir.glob("checkpoint-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return metrics
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:
