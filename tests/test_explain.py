@@ -18,7 +18,6 @@ from regtune.core.hub import load_tokenizer
 from regtune.core.registers import add_registers, full_position, get_register_module, register_intervention
 from regtune.experiments.stats import mean_interval, paired_difference
 from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput, build_explain_inputs, predicted_span
 from regtune.explain.methods import (
     AttentionGradient,
     Attribution,
@@ -27,7 +26,9 @@ from regtune.explain.methods import (
 )
 from regtune.explain.metrics import agreement, faithfulness, focus, plausibility
 from regtune.explain.run import ExplainConfig, explain_model, prepare_output_dir, select_examples, summarize
+from regtune.tasks.inputs import ExplainInput
 from regtune.tasks.qa.data import Answer, QAExample
+from regtune.tasks.qa.explain import build_explain_inputs, predicted_span
 from tiny_models import ARCHS, tiny_batch, tiny_model
 
 

@@ -21,7 +21,7 @@ from regtune.explain.artifact_plots import (
     write_artifact_plots,
 )
 from regtune.explain.artifacts import CATEGORIES, analyze_model, mad_outliers, token_category
-from regtune.explain.inputs import ExplainInput
+from regtune.tasks.inputs import ExplainInput
 from regtune.tasks.qa.data import QAExample, read_squad
 from regtune.tasks.qa.evaluation import QASettings
 from tiny_models import ARCHS, tiny_batch, tiny_model

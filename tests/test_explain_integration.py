@@ -17,11 +17,11 @@ from conftest import squad_slice
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.registers import add_registers
 from regtune.explain.artifacts import analyze_model
-from regtune.explain.inputs import build_explain_inputs, predicted_span
 from regtune.explain.lrp import LRP
 from regtune.explain.methods import AttentionGradient, IntegratedGradients
 from regtune.explain.metrics import agreement
 from regtune.tasks.qa.data import read_squad
+from regtune.tasks.qa.explain import build_explain_inputs, predicted_span
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -17,8 +17,8 @@ from transformers.activations import GELUActivation
 from regtune.core.errors import ConfigError
 from regtune.core.registers import add_registers
 from regtune.explain.attention import IMPLEMENTATION
-from regtune.explain.inputs import ExplainInput, TokenKind
 from regtune.explain.lrp import LRP, LRP_RULES, lrp_rules, norm_and_activation_rules
+from regtune.tasks.inputs import ExplainInput, TokenKind
 from regtune.tasks.qa.data import QAExample
 from tiny_models import _SPECIAL_IDS, ARCHS, FIRST_TEXT_ID, VOCAB, Arch, tiny_model
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from regtune.core.errors import ConfigError
-from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import Attribution
 from regtune.explain.render import BINS, _pieces, write_compare_page, write_explain_page, write_figure_page
+from regtune.tasks.inputs import ExplainInput
 from regtune.tasks.qa.data import Answer, QAExample
 from test_report import PROBE, chromium_binary, run_chromium
 

@@ -106,3 +106,23 @@ def score_line(task_name: str, metrics: dict[str, Any]) -> str:
     task = get_task(task_name)
     scores = "  ".join(f"{name} {metrics[name]:.2f}" for name in task.result_metrics if name in metrics)
     return f"{scores}  ({metrics.get(task.count_key)} {task.unit}s)"
+
+
+TASK_CHECK_HELP = "the task the model must have been trained for (default: the model's own, from its config)"
+
+
+def check_task(given: str | None, *model_dirs: str | None) -> None:
+    """With ``--task``, refuse a model trained for another task (the task itself comes from the model)."""
+    if not given:
+        return
+    from transformers import AutoConfig
+
+    from regtune.tasks import task_of_model
+
+    for folder in filter(None, model_dirs):
+        try:
+            trained = task_of_model(AutoConfig.from_pretrained(folder)).name
+        except (OSError, ValueError) as err:
+            raise RegtuneError(f"{folder}: not a saved model folder ({err.__class__.__name__})") from err
+        if trained != given:
+            raise RegtuneError(f"--task {given}: {folder} was trained for {trained}")

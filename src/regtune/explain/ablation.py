@@ -1,14 +1,16 @@
-"""Inference-time register ablation: what dev F1 loses when register i (or every register) is zeroed,
-replaced by the registers' mean, or masked out of attention.
+"""Inference-time register ablation: what the dev score loses when register i (or every register) is
+zeroed, replaced by the registers' mean, or masked out of attention.
 
-One checkpoint per arm, so the ΔF1 intervals are paired question bootstraps
-(:func:`regtune.experiments.stats.paired_difference`): they say whether *this* model depends on a
-register, not whether registers help in general (that is the sweep's job).
+The score is the model's task's (:mod:`regtune.tasks`): F1 and EM for QA, accuracy for classification;
+the interval is on the first (primary) one. One checkpoint per arm, so the intervals are paired example
+bootstraps (:func:`regtune.experiments.stats.paired_difference`): they say whether *this* model depends on
+a register, not whether registers help in general (that is the sweep's job).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -19,8 +21,7 @@ from regtune.core.errors import ConfigError, RegtuneError
 from regtune.core.registers import get_register_module, register_intervention
 from regtune.experiments.stats import paired_difference
 from regtune.explain.artifacts import _json_ready
-from regtune.tasks.qa.data import QAExample
-from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
+from regtune.tasks import TaskData, task_of_model
 
 AblationMode = Literal["zero", "mean", "mask"]
 ABLATION_MODES: tuple[AblationMode, ...] = ("zero", "mean", "mask")
@@ -54,8 +55,8 @@ def ablation_overrides(
 def register_ablation(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[QAExample],
-    settings: QASettings,
+    examples: Sequence[Any],
+    settings: Any = None,
     *,
     modes: Sequence[AblationMode] = ABLATION_MODES,
     registers: Sequence[int] | None = None,
@@ -65,25 +66,29 @@ def register_ablation(
     rng: np.random.Generator | int | None = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Dev F1/EM with register i replaced or masked at inference, for each i and for all at once.
+    """Dev scores with register i replaced or masked at inference, for each i and for all at once.
 
     Args:
-        model: A QA model with registers (τ > 0).
+        model: A model with registers (τ > 0), of any task.
         tokenizer: Its tokenizer.
-        examples: The dev questions.
-        settings: Featurisation and decoding settings (e.g. ``QASettings.from_model(model)``).
+        examples: The dev examples (QA questions, classification rows).
+        settings: The task's inference settings as a dataclass (e.g. ``QASettings``), or None for the
+            model's own.
         modes: Any of ``zero``, ``mean``, ``mask`` (see :func:`ablation_overrides`).
         registers: The registers to ablate one at a time (default: all R); the all-at-once row is always run.
-        batch_size: Windows per forward pass.
-        n_boot: Bootstrap replicates of the paired question bootstrap.
-        confidence: Coverage of the ΔF1 interval.
+        batch_size: Sequences per forward pass.
+        n_boot: Bootstrap replicates of the paired example bootstrap.
+        confidence: Coverage of the interval on the primary metric.
         rng: A generator, a seed, or None.
         progress: Show evaluation progress bars.
 
     Returns:
-        A JSON-ready dict (scores on 0..100, per-question F1 on 0..1 in the order of ``question_ids``)::
+        A JSON-ready dict (scores on 0..100, per-example primary scores on 0..1 in the order of
+        ``question_ids``); for QA the metrics are ``f1`` (primary) and ``exact_match``, for
+        classification ``accuracy``::
 
-            {"num_registers": R, "modes": [...], "question_ids": [...], "confidence": 0.95, "n_boot": 2000,
+            {"num_registers": R, "modes": [...], "metrics": ["f1", "exact_match"], "question_ids": [...],
+             "confidence": 0.95, "n_boot": 2000,
              "baseline": {"f1", "exact_match", "per_question_f1"},
              "single": [{"register": i, "mode": m, "f1", "exact_match", "delta_f1", "delta_exact_match",
                          "delta_f1_ci": [low, high], "p_value", "per_question_f1"}, ...],
@@ -104,45 +109,49 @@ def register_ablation(
     if any(not 0 <= i < r for i in chosen):
         raise ConfigError(f"register indices must be in [0, {r}), got {chosen}")
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-
-    def run() -> tuple[np.ndarray, np.ndarray]:
-        result = evaluate_qa(model, tokenizer, examples, settings, batch_size=batch_size, progress=progress)
-        em, f1 = zip(*(result.per_question[qid] for qid in ids), strict=True)
-        return np.array(em), np.array(f1)
-
+    task = task_of_model(model.config)
+    metrics, primary = task.metrics, task.metrics[0]
+    overrides = asdict(settings) if is_dataclass(settings) else None
+    data = TaskData(path="", examples=list(examples))
     ids = [example.id for example in examples]
-    base_em, base_f1 = run()
+
+    def run() -> dict[str, np.ndarray]:
+        result = task.evaluate(
+            model, tokenizer, data, batch_size=batch_size, progress=progress, overrides=overrides
+        )
+        return {m: np.array([result.per_example[i][m] for i in ids]) for m in metrics}
+
+    base = run()
 
     def ablate(index: int | None, mode: AblationMode) -> dict[str, Any]:
         values, keep = ablation_overrides(module.tokens, mode, index)
         with register_intervention(model, values=values, keep=keep):
-            em, f1 = run()
-        diff = paired_difference(f1, base_f1, n_boot=n_boot, confidence=confidence, rng=generator)
-        low, high, p_value = 100.0 * diff.ci_low, 100.0 * diff.ci_high, diff.p_value
+            scores = run()
+        diff = paired_difference(
+            scores[primary], base[primary], n_boot=n_boot, confidence=confidence, rng=generator
+        )
         return {
             "register": index,
             "mode": mode,
-            "f1": 100.0 * float(f1.mean()),
-            "exact_match": 100.0 * float(em.mean()),
-            "delta_f1": 100.0 * float((f1 - base_f1).mean()),
-            "delta_exact_match": 100.0 * float((em - base_em).mean()),
-            "delta_f1_ci": [low, high],
-            "p_value": p_value,
-            "per_question_f1": f1.tolist(),
+            **{m: 100.0 * float(scores[m].mean()) for m in metrics},
+            **{f"delta_{m}": 100.0 * float((scores[m] - base[m]).mean()) for m in metrics},
+            f"delta_{primary}_ci": [100.0 * diff.ci_low, 100.0 * diff.ci_high],
+            "p_value": diff.p_value,
+            f"per_question_{primary}": scores[primary].tolist(),
         }
 
     return _json_ready(
         {
             "num_registers": r,
             "modes": list(modes),
+            "metrics": list(metrics),
             "question_ids": ids,
             "confidence": confidence,
             "n_boot": n_boot,
-            "interval": "paired bootstrap over questions (one model: no seed noise)",
+            "interval": f"paired bootstrap over {task.unit}s (one model: no seed noise)",
             "baseline": {
-                "f1": 100.0 * float(base_f1.mean()),
-                "exact_match": 100.0 * float(base_em.mean()),
-                "per_question_f1": base_f1.tolist(),
+                **{m: 100.0 * float(base[m].mean()) for m in metrics},
+                f"per_question_{primary}": base[primary].tolist(),
             },
             "single": [ablate(i, mode) for i in chosen for mode in modes],
             "all": [ablate(None, mode) for mode in modes],

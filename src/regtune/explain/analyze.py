@@ -17,6 +17,7 @@ from typing import Any
 
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
+from regtune.explain.artifact_plots import METRIC_NAMES, ablation_metric
 from regtune.explain.artifacts import CATEGORIES, analyze_model
 
 #: Categories whose share of outliers and of attention the overview tables list.
@@ -45,18 +46,20 @@ def layer_table(label: str, analysis: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def ablation_table(label: str, ablation: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per ablation: which register, how, F1 and ΔF1 with its interval."""
+    """One row per ablation: which register, how, the primary score and its Δ with the interval."""
+    metric = ablation_metric(ablation)
+    name = METRIC_NAMES.get(metric, metric)
     rows = []
     for entry in [*ablation["all"], *ablation["single"]]:
-        low, high = entry["delta_f1_ci"]
+        low, high = entry[f"delta_{metric}_ci"]
         rows.append(
             {
                 "model": label,
                 "register": "all" if entry["register"] is None else entry["register"],
                 "mode": entry["mode"],
-                "F1": _round(entry["f1"], 2),
-                "ΔF1": _round(entry["delta_f1"], 2),
-                "95% CI": f"[{_text(low)}, {_text(high)}]",  # None: too few questions for an interval
+                name: _round(entry[metric], 2),
+                f"Δ{name}": _round(entry[f"delta_{metric}"], 2),
+                "95% CI": f"[{_text(low)}, {_text(high)}]",  # None: too few examples for an interval
                 "p": _round(entry["p_value"], 4),
             }
         )
@@ -85,35 +88,28 @@ def run_analyze(
     """The whole ``regtune analyze`` job; returns the files written, by name."""
     from regtune import __version__
     from regtune.core.hub import load_tokenizer
-    from regtune.core.registers import get_register_config, load_model
-    from regtune.explain.ablation import register_ablation
-    from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison, write_artifact_plots
-    from regtune.explain.inputs import build_explain_inputs
-    from regtune.explain.render import write_figure_page
+    from regtune.core.registers import load_model
+    from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison
     from regtune.explain.run import (
         check_same_inputs,
+        check_same_task,
         default_labels,
         fingerprint,
         prepare_output_dir,
         select_examples,
     )
-    from regtune.tasks.qa.data import load_examples
-    from regtune.tasks.qa.evaluation import QASettings
 
     paths = [model] + ([compare] if compare else [])
     models = [load_model(p) for p in paths]
+    task = check_same_task(models)
     if compare:
         check_same_inputs(models[0], models[1])
     labels = default_labels(*models)
     tokenizer = load_tokenizer(model)
-    data = load_examples(dev, strict=strict)
+    data = task.read_for_model(dev, models[0], strict=strict)
     if not data.examples:
-        raise RegtuneError(f"{dev}: no usable questions")
-    examples = select_examples(data.examples, num_examples, seed)
-    settings = QASettings.from_model(models[0])
-    inputs = build_explain_inputs(
-        examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
-    )
+        raise RegtuneError(f"{dev}: no usable {task.unit}s")
+    inputs = task.explain_inputs(select_examples(data.examples, num_examples, seed), tokenizer, models[0])
     resolved = {
         "regtune_version": __version__,
         "models": {label: str(Path(p).resolve()) for label, p in zip(labels, paths, strict=True)},
@@ -123,43 +119,92 @@ def run_analyze(
         "num_questions_statistics": len(inputs),
         "num_questions_ablation": len(data.examples) if ablation else 0,
         "sample_seed": seed,
-        "max_length": settings.max_length,
-        "doc_stride": settings.doc_stride,
+        **task.input_settings(models[0]),
     }
     prepare_output_dir(output_dir, resolved, kind="analyze")
     written: dict[str, Path] = {"config": output_dir / "analyze_config.json"}
     analyses: dict[str, dict[str, Any]] = {}
-    tables: dict[str, list[dict[str, Any]]] = {"Per layer: high-norm outliers and attention sinks": []}
-    ablation_rows: list[dict[str, Any]] = []
+    ablations: dict[str, dict[str, Any]] = {}
     images: list[Path] = []
     for label, m, path in zip(labels, models, paths, strict=True):
-        folder = output_dir / label
         run_settings = {**resolved, "model": str(Path(path).resolve())}
-        analysis = _load_if_same(folder / "analysis.json", run_settings)
-        if analysis is None:
-            analysis = {**analyze_model(m, inputs).to_dict(), "run_settings": run_settings}
-            atomic_write_json(folder / "analysis.json", analysis)
-        analyses[label] = analysis
-        ablated = None
-        if ablation and get_register_config(m).num_registers > 0:
-            ablated = _load_if_same(folder / "ablation.json", run_settings)
-            if ablated is None:
-                model_settings = QASettings.from_model(m)
-                ablated = {
-                    **register_ablation(m, tokenizer, data.examples, model_settings, progress=progress),
-                    "run_settings": run_settings,
-                }
-                atomic_write_json(folder / "ablation.json", ablated)
-            ablation_rows += ablation_table(label, ablated)
-        images += write_artifact_plots(analysis, folder, ablation=ablated)
-        tables["Per layer: high-norm outliers and attention sinks"] += layer_table(label, analysis)
-        written[label] = folder / "analysis.json"
+        analyses[label], ablated, plots = _analyze_one(
+            m, inputs, output_dir / label, run_settings, ablation_data=data.examples if ablation else None,
+            tokenizer=tokenizer, progress=progress,
+        )  # fmt: skip
+        if ablated is not None:
+            ablations[label] = ablated
+        images += plots
+        written[label] = output_dir / label / "analysis.json"
     if compare:
         comparison = plot_comparison(analyses, output_dir / PLOT_FILES["comparison"])
         images.insert(0, comparison)
         written["comparison plot"] = comparison
-    if ablation_rows:
-        tables["Register ablation on the whole dev file (paired question bootstrap)"] = ablation_rows
+    notes = [
+        f"Norms, outliers and attention: {len(inputs)} {task.unit}s of {Path(dev).name} (seed {seed}), one "
+        f"{task.sequence} each; ablation: every {task.unit} of the file.",
+        f"Outlier rule: {next(iter(analyses.values()))['settings']['outlier_rule']}.",
+        "'attn to X %': share of the text tokens' attention that lands on tokens of kind X (mean of heads); "
+        "'X x uniform': that share divided by X's share of the keys (1 = no preference, >1 = a sink).",
+        f"Token kinds: {', '.join(CATEGORIES)} (stop words: a fixed English list; other languages count as "
+        "content).",
+    ]
+    written["page"] = _write_page(output_dir, labels, dev, analyses, ablations, images, notes, task.unit)
+    return written
+
+
+def _analyze_one(
+    model: Any,
+    inputs: Sequence[Any],
+    folder: Path,
+    run_settings: dict[str, Any],
+    *,
+    ablation_data: Sequence[Any] | None,
+    tokenizer: Any,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[Path]]:
+    """One model's analysis (and, for τ>0, its ablation), reusing files saved under the same settings."""
+    from regtune.core.registers import get_register_config
+    from regtune.explain.ablation import register_ablation
+    from regtune.explain.artifact_plots import write_artifact_plots
+
+    analysis = _load_if_same(folder / "analysis.json", run_settings)
+    if analysis is None:
+        analysis = {**analyze_model(model, inputs).to_dict(), "run_settings": run_settings}
+        atomic_write_json(folder / "analysis.json", analysis)
+    ablated = None
+    if ablation_data is not None and get_register_config(model).num_registers > 0:
+        ablated = _load_if_same(folder / "ablation.json", run_settings)
+        if ablated is None:
+            ablated = {
+                **register_ablation(model, tokenizer, ablation_data, progress=progress),
+                "run_settings": run_settings,
+            }
+            atomic_write_json(folder / "ablation.json", ablated)
+    return analysis, ablated, write_artifact_plots(analysis, folder, ablation=ablated)
+
+
+def _write_page(
+    output_dir: Path,
+    labels: Sequence[str],
+    dev: str,
+    analyses: Mapping[str, Mapping[str, Any]],
+    ablations: Mapping[str, Mapping[str, Any]],
+    images: Sequence[Path],
+    notes: Sequence[str],
+    unit: str,
+) -> Path:
+    """``index.html``: every plot, the per-layer table, the ablation table and the register similarity."""
+    from regtune.explain.render import write_figure_page
+
+    tables: dict[str, list[dict[str, Any]]] = {
+        "Per layer: high-norm outliers and attention sinks": [
+            row for label, analysis in analyses.items() for row in layer_table(label, analysis)
+        ]
+    }
+    if ablations:
+        rows = [row for label, ablated in ablations.items() for row in ablation_table(label, ablated)]
+        tables[f"Register ablation on the whole dev file (paired {unit} bootstrap)"] = rows
     tables["Registers: mean off-diagonal cosine similarity per hidden state"] = [
         {
             "model": label,
@@ -168,16 +213,7 @@ def run_analyze(
         for label, a in analyses.items()
         if a["settings"]["num_registers"] > 1
     ]
-    notes = [
-        f"Norms, outliers and attention: {len(inputs)} questions of {Path(dev).name} (seed {seed}), one "
-        "window each; ablation: every question of the file.",
-        f"Outlier rule: {next(iter(analyses.values()))['settings']['outlier_rule']}.",
-        "'attn to X %': share of the text tokens' attention that lands on tokens of kind X (mean of heads); "
-        "'X x uniform': that share divided by X's share of the keys (1 = no preference, >1 = a sink).",
-        f"Token kinds: {', '.join(CATEGORIES)} (stop words: a fixed English list; other languages count as "
-        "content).",
-    ]
-    written["page"] = write_figure_page(
+    return write_figure_page(
         output_dir / "index.html",
         title=f"regtune analyze: {' vs '.join(labels)} on {Path(dev).name}",
         subtitle="High-norm artifact tokens, attention sinks and register roles",
@@ -185,7 +221,6 @@ def run_analyze(
         images=images,
         notes=notes,
     )
-    return written
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:

@@ -245,8 +245,20 @@ def plot_register_cosine(analysis: ArtifactAnalysis | Mapping[str, Any], path: s
     return save_png(figure, path)
 
 
+#: How the ablation's primary metric is named on plots and tables.
+METRIC_NAMES = {"f1": "F1", "exact_match": "EM", "accuracy": "accuracy"}
+
+
+def ablation_metric(ablation: Mapping[str, Any]) -> str:
+    """The metric an ablation's intervals are on (results from before tasks existed are QA's F1)."""
+    return str(ablation.get("metrics", ["f1"])[0])
+
+
 def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
-    """ΔF1 on the dev set when register i (or all) is zeroed, replaced by the mean, or masked out."""
+    """Δ of the primary score (QA F1, classification accuracy) on the dev set when register i (or all)
+    is zeroed, replaced by the mean, or masked out."""
+    metric = ablation_metric(ablation)
+    name = METRIC_NAMES.get(metric, metric)
     modes = list(ablation["modes"])
     rows = [*ablation["single"], *ablation["all"]]
     groups = list(dict.fromkeys(row["register"] for row in rows))  # registers in order, then None (all)
@@ -258,20 +270,20 @@ def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
     for m, mode in enumerate(modes):
         by_group = {row["register"]: row for row in rows if row["mode"] == mode}
         xs = np.arange(len(groups)) + (m - (len(modes) - 1) / 2) * width
-        delta = _array([by_group[g]["delta_f1"] if g in by_group else None for g in groups])
-        low = _array([by_group[g]["delta_f1_ci"][0] if g in by_group else None for g in groups])
-        high = _array([by_group[g]["delta_f1_ci"][1] if g in by_group else None for g in groups])
+        delta = _array([by_group[g][f"delta_{metric}"] if g in by_group else None for g in groups])
+        low = _array([by_group[g][f"delta_{metric}_ci"][0] if g in by_group else None for g in groups])
+        high = _array([by_group[g][f"delta_{metric}_ci"][1] if g in by_group else None for g in groups])
         errors = np.nan_to_num(np.stack([delta - low, high - delta]))
         ax.bar(xs, delta, width=width, color=colours.get(mode), label=_MODE_LABELS.get(mode, mode))
         ax.errorbar(xs, delta, yerr=errors, fmt="none", ecolor="black", capsize=2, linewidth=0.8)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(groups)), names)
     ax.set_xlabel("ablated register ('all' = every register at once)")
-    ax.set_ylabel("ΔF1 vs. the learned registers (points)")
+    ax.set_ylabel(f"Δ{name} vs. the learned registers (points)")
     level = round(100 * ablation["confidence"])
     ax.set_title(
-        f"Inference-time register ablation: baseline F1 {ablation['baseline']['f1']:.1f}, "
-        f"{len(ablation['question_ids'])} questions, {level} % paired bootstrap CI",
+        f"Inference-time register ablation: baseline {name} {ablation['baseline'][metric]:.1f}, "
+        f"{len(ablation['question_ids'])} examples, {level} % paired bootstrap CI",
         fontsize=10,
     )
     ax.legend(title="register replaced by", fontsize="small")

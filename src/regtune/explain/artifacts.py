@@ -4,7 +4,7 @@ Darcet et al. (2024, "Vision Transformers Need Registers", https://arxiv.org/abs
 ViTs recycle a few uninformative patches as scratch space: those patches get very large output norms and
 soak up attention, and registers take that role over. In BERT-style encoders [CLS], [SEP] and punctuation
 play a similar part ("attention sinks", Clark et al. 2019; Kobayashi et al. 2020). This module measures,
-per layer, for one model on a set of fixed windows (:func:`regtune.explain.inputs.build_explain_inputs`):
+per layer, for one model on a set of fixed windows (a task's ``explain_inputs``):
 
 * the distribution of token output norms per token category, and the high-norm outliers under a documented
   rule (:func:`mad_outliers`), with counts and shares per category;
@@ -41,7 +41,7 @@ from regtune.core.registers import (
     register_slice,
 )
 from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput
+from regtune.tasks.inputs import ExplainInput
 
 Category = Literal["cls", "sep", "register", "punct", "stopword", "content"]
 #: Every token category, in the order of the category axis of all arrays below.
@@ -83,7 +83,8 @@ def token_category(kind: str, token: str) -> Category:
     """The category of one token: ``cls``/``sep``/``register`` by kind, else punct, stop word or content.
 
     Args:
-        kind: ``cls``, ``sep``, ``register``, ``question`` or ``context`` (see :class:`ExplainInput`).
+        kind: ``cls``, ``sep``, ``register``, ``question``, ``context`` or ``text`` (see
+            :class:`~regtune.tasks.inputs.ExplainInput`).
         token: The tokenizer's token string; WordPiece ``##`` and BPE/SentencePiece ``Ġ``/``▁`` word markers
             are stripped first.
 
@@ -94,8 +95,8 @@ def token_category(kind: str, token: str) -> Category:
     """
     if kind in ("cls", "sep", "register"):
         return kind  # type: ignore[return-value]
-    if kind not in ("question", "context"):
-        raise ConfigError(f"unknown token kind {kind!r}; known: cls, sep, register, question, context")
+    if kind not in ("question", "context", "text"):
+        raise ConfigError(f"unknown token kind {kind!r}; known: cls, sep, register, question, context, text")
     piece = token
     for prefix in _PREFIXES:
         if piece.startswith(prefix):
@@ -388,7 +389,7 @@ def analyze_model(
 
     Args:
         model: A QA model, with or without registers.
-        inputs: The windows, e.g. from :func:`~regtune.explain.inputs.build_explain_inputs`.
+        inputs: The windows, from the task's ``explain_inputs``.
         batch_size: Windows per forward pass.
         k_mad: k of the outlier rule (:func:`mad_outliers`).
         top_k: Tokens listed per register in ``register_top_tokens``.

@@ -40,8 +40,8 @@ from transformers.activations import ACT2CLS
 
 from regtune.core.errors import ConfigError
 from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput
-from regtune.explain.methods import Attribution, AttributionMethod, embedding_leaf, target_score
+from regtune.explain.methods import Attribution, AttributionMethod, embedding_leaf
+from regtune.tasks.inputs import ExplainInput
 
 LRPRule = Literal["attnlrp", "cp"]
 LRP_RULES: tuple[str, ...] = get_args(LRPRule)
@@ -162,10 +162,12 @@ class LRP(AttributionMethod):
         check_rule(rule)
         self.rule = rule
 
-    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
+    def _attribute(
+        self, inputs: ExplainInput, target: str, span: tuple[int, int], label: int | None = None
+    ) -> Attribution:
         with torch.enable_grad(), embedding_leaf(self.model) as captured, lrp_rules(self.model, self.rule):
             out = self.model(**inputs.batch(self.device))
-            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+            score = self.score(out, span, label, target)[0]
             (grad,) = torch.autograd.grad(score, captured[0])  # captured[0]: (1, R+N, H)
         x = captured[0].detach()
         relevance = (x.float() * grad.float())[0].sum(dim=-1)  # (R+N, H) -> (R+N,)

@@ -1,9 +1,10 @@
-"""Attribution methods for extractive QA, one class per method behind one captum-style contract.
+"""Attribution methods, one class per method behind one captum-style contract, for every task.
 
 Every method answers ``attribute(inputs, target=...)`` with an :class:`Attribution`: one score per text
-token of the window (aligned by text-token index, so models with different τ compare directly) and the
-registers' scores apart. What is explained is a logit of the model's own predicted span in the window:
-its start logit, its end logit, or their sum (``span``, the score post-processing ranks answers by).
+token of the input (aligned by text-token index, so models with different τ compare directly) and the
+registers' scores apart. What is explained comes from the model's task (:mod:`regtune.tasks`): for QA a
+logit of the model's own predicted span in the window (its start logit, its end logit, or their sum,
+``span``); for classification the logit of the predicted class (``class``).
 
 Input checks live in :meth:`AttributionMethod.attribute`; the math in each ``_attribute``.
 """
@@ -31,10 +32,12 @@ from regtune.core.registers import (
     split_registers,
 )
 from regtune.explain.attention import explain_attention
-from regtune.explain.inputs import ExplainInput, predicted_span
+from regtune.tasks import TASKS, task_of_model
+from regtune.tasks.inputs import ExplainInput
 
-Target = Literal["start", "end", "span"]
-TARGETS: tuple[str, ...] = ("start", "end", "span")
+Target = Literal["start", "end", "span", "class"]
+#: Every task's targets (QA: start, end, span; classification: class).
+TARGETS: tuple[str, ...] = tuple(dict.fromkeys(t for task in TASKS.values() for t in task.explain_targets))
 RegisterBaseline = Literal["learned", "zero", "mean"]
 
 #: IG warns when the completeness gap exceeds this share of |F(x) - F(baseline)|.
@@ -43,19 +46,21 @@ MAX_RELATIVE_DELTA = 0.05
 
 @dataclass
 class Attribution:
-    """Scores of one method for one question and one model.
+    """Scores of one method for one example (a question, a sentence) and one model.
 
     Attributes:
-        question_id: The explained question.
+        question_id: The explained example.
         method: ``ig``, ``attn-grad`` or ``lrp``.
-        target: ``start``, ``end`` or ``span``.
-        span: The explained predicted span, inclusive text-token indices.
+        target: ``start``, ``end`` or ``span`` (QA); ``class`` (classification).
+        span: Inclusive text-token indices the prediction is read from: QA's predicted span;
+            ``(0, 0)``, the [CLS] token, for classification.
         text: (N,) one score per text token, window order ([CLS]/[SEP] and question tokens included).
         registers: (R,) one score per register (empty for τ=0).
         output: F(x), the explained logit (sum) at the input.
         convergence_delta: IG only: |Σ attributions - (F(x) - F(baseline))| / |F(x) - F(baseline)|.
         buckets: LRP only: relevance summed over text tokens, [CLS]/[SEP], registers, and the leak
             (F(x) minus all relevance).
+        label: The explained class id (classification), else None.
     """
 
     question_id: str
@@ -68,6 +73,7 @@ class Attribution:
     convergence_delta: float | None = None
     buckets: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    label: int | None = None
 
     def normalized(self) -> np.ndarray:
         """Text scores scaled so that Σ|a| = 1 over text tokens (zeros stay zeros)."""
@@ -93,6 +99,7 @@ class Attribution:
             "register_share": self.register_share,
             "convergence_delta": self.convergence_delta,
             "buckets": self.buckets,
+            **({"label": self.label} if self.label is not None else {}),
         }
 
 
@@ -118,15 +125,6 @@ def embedding_leaf(model: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def target_score(start: torch.Tensor, end: torch.Tensor, span: tuple[int, int], target: str) -> torch.Tensor:
-    """The explained output per row: start (B, N) and end (B, N) logits -> (B,)."""
-    if target == "start":
-        return start[:, span[0]]
-    if target == "end":
-        return end[:, span[1]]
-    return start[:, span[0]] + end[:, span[1]]
-
-
 class AttributionMethod(ABC):
     """Base class: input checks and the predicted span here, the method in :meth:`_attribute`."""
 
@@ -135,53 +133,71 @@ class AttributionMethod(ABC):
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
         self.num_registers = get_register_config(model).num_registers
+        self.task = task_of_model(model.config)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def attribute(
-        self, inputs: ExplainInput, target: Target = "span", span: tuple[int, int] | None = None
+        self,
+        inputs: ExplainInput,
+        target: Target | None = None,
+        span: tuple[int, int] | None = None,
+        label: int | None = None,
     ) -> Attribution:
-        """Explain ``target`` of the predicted span (or of ``span``) on one window.
+        """Explain ``target`` of the model's prediction (or of ``span`` / ``label``) on one input.
 
         Args:
-            inputs: The window, from :func:`regtune.explain.inputs.build_explain_inputs`.
-            target: ``start``, ``end`` or ``span`` (start + end logit).
-            span: Inclusive text-token indices to explain instead of the model's prediction.
+            inputs: The input, from the task's ``explain_inputs``.
+            target: QA: ``start``, ``end`` or ``span`` (start + end logit, the default);
+                classification: ``class`` (the default).
+            span: QA: inclusive text-token indices to explain instead of the model's predicted span.
+            label: Classification: the class to explain instead of the predicted one.
         """
-        if target not in TARGETS:
-            raise ConfigError(f"target must be one of {list(TARGETS)}, got {target!r}")
+        target = target or self.task.explain_targets[-1]
+        if target not in self.task.explain_targets:
+            choices = list(self.task.explain_targets)
+            raise ConfigError(f"target must be one of {choices} for {self.task.name}, got {target!r}")
         was_training = self.model.training
         self.model.eval()
         try:
-            return self._attribute_checked(inputs, target, span)
+            return self._attribute_checked(inputs, target, span, label)
         finally:
             self.model.train(was_training)
 
     def _attribute_checked(
-        self, inputs: ExplainInput, target: str, span: tuple[int, int] | None
+        self, inputs: ExplainInput, target: str, span: tuple[int, int] | None, label: int | None
     ) -> Attribution:
-        if span is None:
-            span = self.predicted_span(inputs)
+        if span is None or (label is None and self.task.explains_a_class):
+            predicted, predicted_label = self.prediction(inputs)
+            span = predicted if span is None else span
+            label = predicted_label if label is None else label
         if not (0 <= span[0] <= span[1] < len(inputs)):
             raise ConfigError(
                 f"{inputs.question_id}: span {span} is outside the window of {len(inputs)} tokens"
             )
-        return self._attribute(inputs, target, span)
+        attribution = self._attribute(inputs, target, span, label)
+        attribution.label = label
+        return attribution
+
+    def prediction(self, inputs: ExplainInput) -> tuple[tuple[int, int], int | None]:
+        """The model's own prediction: (span it is read from, class id or None), from its task."""
+        self.model.eval()
+        return self.task.explain_prediction(self.model, inputs)
 
     def predicted_span(self, inputs: ExplainInput) -> tuple[int, int]:
-        """The model's best span in the window, with its own n-best and answer-length limits."""
-        from regtune.tasks.qa.evaluation import QASettings
+        """The text-token span the prediction is read from (QA: the best answer span in the window)."""
+        return self.prediction(inputs)[0]
 
-        settings = QASettings.from_model(self.model)
-        self.model.eval()
-        return predicted_span(
-            self.model, inputs, n_best=settings.n_best, max_answer_length=settings.max_answer_length
-        )
+    def score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
+        """The explained output per row of a model output, (B,), as the task defines it."""
+        return self.task.explain_score(out, span, label, target)
 
     @abstractmethod
-    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution: ...
+    def _attribute(
+        self, inputs: ExplainInput, target: str, span: tuple[int, int], label: int | None = None
+    ) -> Attribution: ...
 
     def _split(self, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(R+N,) full-sequence scores -> ((N,) text, (R,) registers) as float64 arrays."""
@@ -235,7 +251,9 @@ class IntegratedGradients(AttributionMethod):
             return torch.zeros_like(learned)
         return learned.mean(dim=0, keepdim=True).expand_as(learned).clone()
 
-    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
+    def _attribute(
+        self, inputs: ExplainInput, target: str, span: tuple[int, int], label: int | None = None
+    ) -> Attribution:
         from captum.attr import LayerIntegratedGradients
 
         model = self.model
@@ -251,7 +269,7 @@ class IntegratedGradients(AttributionMethod):
             kwargs = {k: v.expand(rows, -1) for k, v in extra.items()}
             with register_intervention(model, values=registers):
                 out = model(input_ids=input_ids, **kwargs)
-            return target_score(out.start_logits.float(), out.end_logits.float(), span, target)
+            return self.score(out, span, label, target)
 
         if baseline_regs is None:
             call_inputs: tuple[torch.Tensor, ...] = (batch["input_ids"],)
@@ -315,7 +333,9 @@ class AttentionGradient(AttributionMethod):
 
     name = "attn-grad"
 
-    def _attribute(self, inputs: ExplainInput, target: str, span: tuple[int, int]) -> Attribution:
+    def _attribute(
+        self, inputs: ExplainInput, target: str, span: tuple[int, int], label: int | None = None
+    ) -> Attribution:
         config = get_register_config(self.model)
         with (
             torch.enable_grad(),
@@ -323,13 +343,13 @@ class AttentionGradient(AttributionMethod):
             explain_attention(self.model, record=True) as state,
         ):
             out = self.model(**inputs.batch(self.device))
-            score = target_score(out.start_logits.float(), out.end_logits.float(), span, target)[0]
+            score = self.score(out, span, label, target)[0]
             grads = torch.autograd.grad(score, state.probs)
             score = score.detach()
         relevance = attention_gradient_rollout(
             [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
         )
-        rows = {"start": [span[0]], "end": [span[1]], "span": [span[0], span[1]]}[target]
+        rows = self.task.explain_rows(span, target)
         full_rows = [full_position(config, r) for r in rows]
         eye = torch.eye(relevance.shape[0], device=relevance.device)
         scores = (relevance - eye)[full_rows].mean(dim=0)  # (S,)

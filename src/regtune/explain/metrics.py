@@ -1,4 +1,4 @@
-"""Per-question numbers that make two models' attributions comparable: focus, faithfulness, agreement,
+"""Per-example numbers that make two models' attributions comparable: focus, faithfulness, agreement,
 plausibility.
 
 All of them read the text-token scores of an :class:`~regtune.explain.methods.Attribution`; registers are
@@ -7,14 +7,17 @@ reported apart (``Attribution.register_share``) and are never perturbed. Definit
 * **focus** of |a| normalised over the window's text tokens (Σ|a| = 1): entropy divided by log(N) (1 =
   spread evenly, 0 = all on one token), the Gini coefficient of that distribution (0 = even, → 1 = all
   on one token), and the share of mass in the top 10 % of tokens;
-* **faithfulness** (DeYoung et al. 2020, ERASER, arXiv:1911.03429): context tokens are ranked by their
-  signed score; *comprehensiveness* at k % is p(span | x) − p(span | x without the top k %), *sufficiency*
-  is p(span | x) − p(span | only the top k % of the context kept). Removed tokens are replaced by
-  ``[MASK]`` (or ``[PAD]``), so positions stay fixed. p(span) is softmax(start)[s] · softmax(end)[e] over
-  the window, for the span predicted on the intact input. AOPC is the mean over k ∈ {1, 5, 10, 20, 50} %.
-  Higher comprehensiveness and lower sufficiency mean a more faithful ranking;
+* **faithfulness** (DeYoung et al. 2020, ERASER, arXiv:1911.03429): the maskable tokens (QA: the
+  context; classification: the sentence text; never [CLS], [SEP], the question or a register) are ranked
+  by their signed score; *comprehensiveness* at k % is p(y | x) − p(y | x without the top k %),
+  *sufficiency* is p(y | x) − p(y | only the top k % kept). Removed tokens are replaced by ``[MASK]`` (or
+  ``[PAD]``), so positions stay fixed. p(y) is the task's probability of the prediction made on the intact
+  input: for QA softmax(start)[s] · softmax(end)[e] over the window, for classification softmax(logits)[c].
+  AOPC is the mean over k ∈ {1, 5, 10, 20, 50} %. Higher comprehensiveness and lower sufficiency mean a
+  more faithful ranking;
 * **agreement**: Spearman correlation of two models' signed text scores on the same window;
-* **plausibility**: the share of |a| on the gold answer's tokens (NaN if the window cuts the answer).
+* **plausibility** (QA): the share of |a| on the gold answer's tokens (NaN if the window cuts the answer,
+  and for classification, which has no gold tokens).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import torch
 from scipy.stats import spearmanr
 from transformers import PreTrainedModel
 
-from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import Attribution
+from regtune.tasks.inputs import ExplainInput
 
 #: Fractions of the context removed (comprehensiveness) or kept (sufficiency), as in ERASER.
 FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -84,10 +87,12 @@ def faithfulness(
 ) -> dict[str, float]:
     """AOPC comprehensiveness and sufficiency of one attribution, plus the value at every fraction.
 
-    One batch of 1 + 2·len(fractions) perturbed copies of the window; the question, [CLS]/[SEP] and the
-    registers are never touched.
+    One batch of 1 + 2·len(fractions) perturbed copies of the input; only maskable tokens change (the
+    question, [CLS]/[SEP] and the registers are never touched).
     """
-    context = np.flatnonzero(inputs.context_mask())  # text-token indices of the context
+    from regtune.tasks import task_of_model
+
+    context = np.flatnonzero(inputs.maskable())  # text-token indices that may be replaced
     order = context[np.argsort(-attribution.text[context], kind="stable")]  # most positive first
     base = list(inputs.input_ids)
     rows = [base]
@@ -104,8 +109,7 @@ def faithfulness(
     batch = inputs.batch(device, repeat=len(rows))
     batch["input_ids"] = torch.tensor(rows, dtype=torch.long, device=device)
     out = model(**batch)
-    start, end = attribution.span
-    p = (out.start_logits.float().softmax(-1)[:, start] * out.end_logits.float().softmax(-1)[:, end]).cpu()
+    p = task_of_model(model.config).explain_probability(out, attribution.span, attribution.label).cpu()
     p_full = float(p[0])
     comprehensiveness = [p_full - float(p[1 + 2 * i]) for i in range(len(fractions))]
     sufficiency = [p_full - float(p[2 + 2 * i]) for i in range(len(fractions))]

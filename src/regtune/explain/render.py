@@ -31,14 +31,16 @@ from regtune.reporting.html import escape as _e
 from regtune.reporting.html import page_head, png_figure, records_table
 
 if TYPE_CHECKING:  # only attributes are read: importing this module needs neither torch nor transformers
-    from regtune.explain.inputs import ExplainInput
     from regtune.explain.methods import Attribution
+    from regtune.tasks.inputs import ExplainInput
 
 #: Colour bins per sign; a score under half a bin of the row's max stays white.
 BINS = 8
 #: Word-start markers of byte-level BPE (RoBERTa) and SentencePiece (XLM-R, DeBERTa-v3) tokens.
 _WORD_STARTS = ("Ġ", "▁")
 _RED, _BLUE = (214, 39, 40), (33, 102, 172)
+#: Token kinds without character offsets, shown as word pieces joined by their markers.
+_WORDS = ("question", "text")
 
 
 def _bin_css() -> str:
@@ -98,11 +100,12 @@ def _pieces(inp: ExplainInput) -> list[tuple[str, bool]]:
     """(shown text, starts a new word) per token, so subword pieces of one word sit together.
 
     Context tokens show the context's own characters (exact for every tokenizer, byte-level BPE
-    included); a piece joins the previous one when no character lies between them. Question tokens have
-    no offsets, so their markers decide: ``##`` continues a word, ``Ġ``/``▁`` starts one, and an unmarked
-    token continues one only in windows whose tokenizer marks word starts.
+    included); a piece joins the previous one when no character lies between them. Question tokens (and a
+    classifier's ``text`` tokens) have no offsets, so their markers decide: ``##`` continues a word,
+    ``Ġ``/``▁`` starts one, and an unmarked token continues one only in windows whose tokenizer marks
+    word starts.
     """
-    context = inp.example.context
+    context = getattr(inp.example, "context", "")
     marks_starts = any(t.startswith(_WORD_STARTS) for t in inp.tokens)
     out: list[tuple[str, bool]] = []
     previous_end: int | None = None
@@ -111,8 +114,8 @@ def _pieces(inp: ExplainInput) -> list[tuple[str, bool]]:
         if kind == "context" and offset is not None:
             out.append((context[offset[0] : offset[1]] or token, offset[0] != previous_end))
             previous_end = offset[1]
-        elif kind != "question" or previous_kind != "question":  # specials, and a question's first token
-            marked = kind == "question" and token[:1] in _WORD_STARTS
+        elif kind not in _WORDS or previous_kind != kind:  # specials, and a block's first token
+            marked = kind in _WORDS and token[:1] in _WORD_STARTS
             out.append(((token[1:] or token) if marked else token, True))
         elif token.startswith("##") and len(token) > 2:
             out.append((token[2:], False))
@@ -172,11 +175,19 @@ def _label(name: str, attr: Attribution) -> str:
     return f'<div class=lab title="{_e(", ".join(details))}">{_e(name)}</div>'
 
 
-def _section(index: int, inp: ExplainInput, rows: Sequence[tuple[str, str, Attribution]]) -> str:
-    """One question: header, answers, then its question block and context block of heat-map rows.
+def _section(
+    index: int,
+    inp: ExplainInput,
+    rows: Sequence[tuple[str, str, Attribution]],
+    label_names: Sequence[str] | None = None,
+) -> str:
+    """One question: header, answers, then its question block and context block of heat-map rows; or,
+    for a classified sentence, its gold and predicted labels and one block of heat-map rows.
 
     ``rows`` are (method, model label, attribution); the model label is empty on the run page.
     """
+    if "text" in inp.kinds:
+        return _sentence_section(index, inp, rows, label_names)
     pieces = _pieces(inp)
     first_context = next((i for i, k in enumerate(inp.kinds) if k == "context"), len(inp))
     answers = " | ".join(a.text for a in inp.example.answers) or "(none)"
@@ -199,6 +210,40 @@ def _section(index: int, inp: ExplainInput, rows: Sequence[tuple[str, str, Attri
         f"<div class=meta>{'<br>'.join(meta)}</div>"
         f"<div class=blk>question</div><div class=hm>{''.join(question)}</div>"
         f"<div class=blk>context</div><div class='hm ctx'>{''.join(context)}</div></section>"
+    )
+
+
+def _sentence_section(
+    index: int,
+    inp: ExplainInput,
+    rows: Sequence[tuple[str, str, Attribution]],
+    label_names: Sequence[str] | None,
+) -> str:
+    """One classified sentence (or pair): gold and predicted labels, then one heat-map row per method."""
+
+    def name(label: int | None) -> str:
+        if label is None:
+            return "(none)"
+        return str(label_names[label]) if label_names and 0 <= label < len(label_names) else f"class {label}"
+
+    pieces = _pieces(inp)
+    meta = [f"<b>Gold:</b> {_e(name(inp.gold_label))}"]
+    for model in dict.fromkeys(model for _, model, _ in rows):
+        labels = dict.fromkeys(attr.label for _, m, attr in rows if m == model)
+        verdict = " | ".join(
+            _e(name(label)) + (" ✓" if label == inp.gold_label else " ✗") for label in labels
+        )
+        meta.append(f"<b>Predicted{f' ({_e(model)})' if model else ''}:</b> {verdict}")
+    blocks = []
+    for method, model, attr in rows:
+        label = _label(f"{method} · {model}" if model else method, attr)
+        cells = _tokens(inp, pieces, attr, range(len(inp)))
+        blocks.append(f"{label}<div>{_register_strip(attr)}</div><div class=tok>{cells}</div>")
+    return (
+        f"<section class=qa id=q{index}><h3>{_e(inp.question_id)}</h3>"
+        f"<div class=meta>{'<br>'.join(meta)}</div>"
+        f"<div class=blk>sentence ([CLS], whose state the head reads, outlined)</div>"
+        f"<div class=hm>{''.join(blocks)}</div></section>"
     )
 
 
@@ -264,6 +309,7 @@ def _page(
     summary: Sequence[Mapping[str, Any]],
     images: Sequence[Path],
     notes: Sequence[str],
+    unit: str = "question",
 ) -> str:
     figures = "".join(png_figure(p) for p in images)  # read first: a missing image fails before any HTML
     toc = "".join(f"<li><a href=#q{i}>{_e(inp.question_id)}</a></li>" for i, inp in enumerate(inputs))
@@ -275,8 +321,8 @@ def _page(
         parts.append(f"<h2>Plots</h2>{figures}")
     # A long index would push the first question off screen: fold it beyond a screenful of ids.
     parts.append(
-        f"<h2>Questions</h2><details{' open' if len(inputs) <= 30 else ''}><summary>index of "
-        f"{len(inputs)} questions</summary><ul class=toc>{toc}</ul></details>"
+        f"<h2>{unit.capitalize()}s</h2><details{' open' if len(inputs) <= 30 else ''}><summary>index of "
+        f"{len(inputs)} {unit}s</summary><ul class=toc>{toc}</ul></details>"
     )
     parts.extend(sections)
     parts.append("</body></html>")
@@ -292,6 +338,8 @@ def write_explain_page(
     summary: Sequence[Mapping[str, Any]] = (),
     images: Sequence[Path] = (),
     notes: Sequence[str] = (),
+    label_names: Sequence[str] | None = None,
+    unit: str = "question",
 ) -> Path:
     """Write one model's heat-map page (atomically) and return its path.
 
@@ -303,18 +351,28 @@ def write_explain_page(
         summary: Rows of a summary table shown on top (column order: first appearance of each key).
         images: PNG plots, embedded in the page.
         notes: Plain-text remarks shown on top.
+        label_names: Class names by id, for classification pages.
+        unit: What one input is ("question", "example").
 
     Raises:
         ConfigError: Attributions that do not match the inputs, or an image that is missing or not a PNG.
     """
     _check(inputs, attributions, str(path))
     sections = [
-        _section(i, inp, [(method, "", attrs[i]) for method, attrs in attributions.items()])
+        _section(i, inp, [(method, "", attrs[i]) for method, attrs in attributions.items()], label_names)
         for i, inp in enumerate(inputs)
     ]
-    subtitle = f"{len(inputs)} questions · methods: {', '.join(attributions) or 'none'}"
+    subtitle = f"{len(inputs)} {unit}s · methods: {', '.join(attributions) or 'none'}"
     page = _page(
-        title, inputs, sections, compare=False, subtitle=subtitle, summary=summary, images=images, notes=notes
+        title,
+        inputs,
+        sections,
+        compare=False,
+        subtitle=subtitle,
+        summary=summary,
+        images=images,
+        notes=notes,
+        unit=unit,
     )
     return atomic_write_text(path, page)
 
@@ -330,6 +388,8 @@ def write_compare_page(
     summary: Sequence[Mapping[str, Any]] = (),
     images: Sequence[Path] = (),
     notes: Sequence[str] = (),
+    label_names: Sequence[str] | None = None,
+    unit: str = "question",
 ) -> Path:
     """Write a page comparing two models on the same windows (atomically) and return its path.
 
@@ -354,12 +414,18 @@ def write_compare_page(
             for label, attrs in zip(labels, (attributions_a, attributions_b), strict=True)
             if method in attrs
         ]
-        sections.append(_section(i, inp, rows))
-    subtitle = (
-        f"{labels[0]} vs {labels[1]} · {len(inputs)} questions · methods: {', '.join(methods) or 'none'}"
-    )
+        sections.append(_section(i, inp, rows, label_names))
+    subtitle = f"{labels[0]} vs {labels[1]} · {len(inputs)} {unit}s · methods: {', '.join(methods) or 'none'}"
     page = _page(
-        title, inputs, sections, compare=True, subtitle=subtitle, summary=summary, images=images, notes=notes
+        title,
+        inputs,
+        sections,
+        compare=True,
+        subtitle=subtitle,
+        summary=summary,
+        images=images,
+        notes=notes,
+        unit=unit,
     )
     return atomic_write_text(path, page)
 

@@ -1,8 +1,9 @@
-"""`regtune explain`: attribute one model (or two, compared) on a fixed sample of dev questions.
+"""`regtune explain`: attribute one model (or two, compared) on a fixed sample of dev examples.
 
-The pipeline is: pick the questions (:func:`select_examples`) -> fix one window per question
-(:func:`~regtune.explain.inputs.build_explain_inputs`) -> for each model and method, attribute and score
-every question (:func:`explain_model`) -> summarise with CIs and paired tests (:func:`summarize`).
+The pipeline is: pick the examples (:func:`select_examples`) -> fix one token sequence per example (the
+task's ``explain_inputs``: a window per QA question, the sentence for classification) -> for each model
+and method, attribute and score every example (:func:`explain_model`) -> summarise with CIs and paired
+tests (:func:`summarize`). Questions and sentences are both "questions" in the result files' keys.
 
 Explaining a few hundred questions with Integrated Gradients takes minutes per model, so per-question
 results are appended to a JSON-lines cache in the output folder as they are made; a rerun with the same
@@ -25,7 +26,6 @@ from transformers import PreTrainedModel
 
 from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
 from regtune.experiments.stats import mean_interval, paired_difference
-from regtune.explain.inputs import ExplainInput
 from regtune.explain.methods import (
     TARGETS,
     AttentionGradient,
@@ -34,7 +34,8 @@ from regtune.explain.methods import (
     IntegratedGradients,
 )
 from regtune.explain.metrics import agreement, question_metrics
-from regtune.tasks.qa.data import QAExample
+from regtune.tasks import Task, task_of_model
+from regtune.tasks.inputs import ExplainInput
 
 #: Attribution methods by CLI name.
 METHODS: dict[str, Callable[..., AttributionMethod]] = {}
@@ -69,7 +70,10 @@ class ExplainConfig:
     methods: tuple[str, ...] = field(
         default=("ig", "attn-grad", "lrp"), metadata={"help": "Attribution methods: ig, attn-grad, lrp."}
     )
-    target: str = field(default="span", metadata={"help": "Explained logit: start, end or span (start+end)."})
+    target: str = field(
+        default="span",
+        metadata={"help": "Explained logit: QA start, end or span (start+end); classification class."},
+    )
     num_examples: int | None = field(
         default=200, metadata={"help": "Questions sampled from the dev file (None: all)."}
     )
@@ -118,8 +122,8 @@ def make_method(name: str, model: PreTrainedModel, config: ExplainConfig) -> Att
     return cls(model)
 
 
-def select_examples(examples: Sequence[QAExample], num: int | None, seed: int) -> list[QAExample]:
-    """A fixed random sample of ``num`` questions (all when ``num`` is None or larger), in file order."""
+def select_examples(examples: Sequence[Any], num: int | None, seed: int) -> list[Any]:
+    """A fixed random sample of ``num`` examples (all when ``num`` is None or larger), in file order."""
     if num is None or num >= len(examples):
         return list(examples)
     chosen = sorted(random.Random(seed).sample(range(len(examples)), num))
@@ -143,6 +147,7 @@ class QuestionResult:
             method=data["method"],
             target=data["target"],
             span=tuple(data["span"]),  # type: ignore[arg-type]
+            label=data.get("label"),
             text=np.asarray(data["text"], dtype=np.float64),
             registers=np.asarray(data["registers"], dtype=np.float64),
             output=data["output"],
@@ -183,7 +188,8 @@ def explain_model(
     """
     model.eval()
     results: dict[str, list[QuestionResult]] = {}
-    spans: dict[str, tuple[int, int]] = {}  # the predicted span: one forward per question, not per method
+    # The prediction (span, class): one forward per example, not per method.
+    predictions: dict[str, tuple[tuple[int, int], int | None]] = {}
     for name in config.methods:
         method = make_method(name, model, config)
         cache = cache_dir / f"{label}.{name}.jsonl" if cache_dir is not None else None
@@ -194,10 +200,10 @@ def explain_model(
             for item in tqdm(inputs, desc=f"{label} {name}", unit="q", disable=not progress, leave=False):
                 result = done.get(item.question_id)
                 if result is None:
-                    if item.question_id not in spans:
-                        spans[item.question_id] = method.predicted_span(item)
-                    span = spans[item.question_id]
-                    attribution = method.attribute(item, target=config.target, span=span)  # type: ignore[arg-type]
+                    if item.question_id not in predictions:
+                        predictions[item.question_id] = method.prediction(item)
+                    span, label = predictions[item.question_id]
+                    attribution = method.attribute(item, target=config.target, span=span, label=label)  # type: ignore[arg-type]
                     metrics = question_metrics(model, item, attribution, replace_id=replace_id)
                     metrics.update(_diagnostics(attribution))
                     record = QuestionResult(attribution, metrics).to_dict()
@@ -307,6 +313,14 @@ def check_labels(labels: Sequence[str], count: int) -> None:
             )
 
 
+def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
+    """The one task of the models; explaining a QA model beside a classifier compares nothing."""
+    tasks = [task_of_model(m.config) for m in models]
+    if len({task.name for task in tasks}) > 1:
+        raise RegtuneError(f"--compare needs models of one task, got {', '.join(t.name for t in tasks)}")
+    return tasks[0]
+
+
 def check_same_inputs(model_a: PreTrainedModel, model_b: PreTrainedModel) -> None:
     """Refuse to compare models whose tokens differ: attributions align by text-token index."""
     va, vb = model_a.config.vocab_size, model_b.config.vocab_size
@@ -409,7 +423,7 @@ def run_explain(
     methods: Sequence[str] = ("ig", "attn-grad", "lrp"),
     num_examples: int | None = 200,
     seed: int = 0,
-    target: str = "span",
+    target: str | None = None,
     n_steps: int = 50,
     internal_batch_size: int = 16,
     register_baseline: str = "learned",
@@ -433,14 +447,13 @@ def run_explain(
     from regtune.core.hub import load_tokenizer
     from regtune.core.io import atomic_write_json
     from regtune.core.registers import load_model
-    from regtune.explain.inputs import build_explain_inputs
     from regtune.explain.render import write_compare_page, write_explain_page
-    from regtune.tasks.qa.data import load_examples
-    from regtune.tasks.qa.evaluation import QASettings
 
+    models = [load_model(model)] + ([load_model(compare)] if compare else [])
+    task = check_same_task(models)
     config = ExplainConfig(
         methods=tuple(methods),
-        target=target,
+        target=target or task.explain_targets[-1],
         num_examples=num_examples,
         sample_seed=seed,
         n_steps=n_steps,
@@ -449,15 +462,16 @@ def run_explain(
         lrp_rule=lrp_rule,
         n_boot=n_boot,
     )
-    models = [load_model(model)] + ([load_model(compare)] if compare else [])
+    if config.target not in task.explain_targets:
+        raise RegtuneError(f"--target {config.target}: a {task.name} model has {list(task.explain_targets)}")
     if compare:
         check_same_inputs(models[0], models[1])
     labels = labels or default_labels(*models)
     check_labels(labels, len(models))
     tokenizer = load_tokenizer(model)
-    data = load_examples(dev, strict=strict)
+    data = task.read_for_model(dev, models[0], strict=strict)
     if not data.examples:
-        raise RegtuneError(f"{dev}: no usable questions")
+        raise RegtuneError(f"{dev}: no usable {task.unit}s")
     examples = select_examples(data.examples, num_examples, seed)
     logger = logging.getLogger(__name__)
     if compare and len(examples) < min(MIN_COMPARE_QUESTIONS, len(data.examples)):
@@ -466,10 +480,7 @@ def run_explain(
             len(examples),
             MIN_COMPARE_QUESTIONS,
         )
-    settings = QASettings.from_model(models[0])
-    inputs = build_explain_inputs(
-        examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
-    )
+    inputs = task.explain_inputs(examples, tokenizer, models[0])
     resolved = {
         "regtune_version": __version__,
         "models": {
@@ -480,8 +491,7 @@ def run_explain(
         "dev_fingerprint": fingerprint(dev),
         "num_questions": len(inputs),
         "question_ids": [i.question_id for i in inputs],
-        "max_length": settings.max_length,
-        "doc_stride": settings.doc_stride,
+        **task.input_settings(models[0]),
         "explain": config.to_dict(),
     }
     prepare_output_dir(output_dir, resolved)
@@ -531,7 +541,7 @@ def run_explain(
     plot = plot_summary(rows, labels, output_dir / "summary.png")
     shown = min(page_questions, len(inputs))
     notes = [
-        f"Scores and tests cover all {len(inputs)} questions; the heat maps show the first {shown}. "
+        f"Scores and tests cover all {len(inputs)} {task.unit}s; the heat maps show the first {shown}. "
         "Every attribution is in attributions.json.",
         f"Method settings: target={config.target}, IG n_steps={config.n_steps} with "
         f"{config.register_baseline} registers in the baseline, LRP rule={config.lrp_rule}.",
@@ -543,17 +553,19 @@ def run_explain(
     for label, res in zip(labels, results, strict=True):
         written[f"page {label}"] = write_explain_page(
             output_dir / f"{label}.html",
-            title=f"regtune explain: {label} ({Path(dev).name}, {len(inputs)} questions)",
+            title=f"regtune explain: {label} ({Path(dev).name}, {len(inputs)} {task.unit}s)",
             inputs=inputs[:shown],
             attributions=maps(res),
             summary=[_page_row(r, label) for r in rows if f"{label}_mean" in r],
             images=[plot],
             notes=notes,
+            label_names=task.model_labels(models[0]),
+            unit=task.unit,
         )
     if compare:
         written["compare"] = write_compare_page(
             output_dir / "compare.html",
-            title=f"regtune explain: {labels[0]} vs {labels[1]} ({Path(dev).name}, {len(inputs)} questions)",
+            title=f"regtune explain: {' vs '.join(labels)} ({Path(dev).name}, {len(inputs)} {task.unit}s)",
             inputs=inputs[:shown],
             attributions_a=maps(results[0]),
             attributions_b=maps(results[1]),
@@ -561,6 +573,8 @@ def run_explain(
             summary=[_compare_row(r, labels) for r in rows],
             images=[plot],
             notes=notes,
+            label_names=task.model_labels(models[0]),
+            unit=task.unit,
         )
     return written
 

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import datasets
+    import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+    from regtune.tasks.inputs import ExplainInput
     from regtune.training.config import TrainConfig
 
 #: Key in a saved model's config naming the task it was fine-tuned for.
@@ -147,6 +149,44 @@ class Task(ABC):
     @abstractmethod
     def prediction_line(self, record: Mapping[str, Any]) -> str:
         """The one line ``regtune predict`` prints for a record."""
+
+    # --- explanations (regtune explain / analyze) -------------------------------------------------------
+
+    #: What an attribution can explain (QA: start, end, span; classification: class); the last is default.
+    explain_targets: ClassVar[tuple[str, ...]] = ()
+    #: Whether an explained prediction is a class (classification) rather than only a span (QA).
+    explains_a_class: ClassVar[bool] = False
+
+    def explain_inputs(
+        self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
+    ) -> list[ExplainInput]:
+        """One fixed token sequence per example, the same for every model of one base."""
+        raise NotImplementedError(f"task {self.name} has no explanations")
+
+    def input_settings(self, model: PreTrainedModel) -> dict[str, Any]:
+        """The settings that fix an explained input's tokens (recorded beside explanations)."""
+        return {}
+
+    def explain_prediction(
+        self, model: PreTrainedModel, item: ExplainInput
+    ) -> tuple[tuple[int, int], int | None]:
+        """What the model predicts on ``item``, as (text-token span the prediction is read from, class id).
+
+        QA: the predicted answer span and None. Classification: ([CLS], [CLS]) and the predicted class.
+        """
+        raise NotImplementedError(f"task {self.name} has no explanations")
+
+    def explain_score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
+        """The explained logit per row of a model output: (B,)."""
+        raise NotImplementedError(f"task {self.name} has no explanations")
+
+    def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
+        """The probability of the explained prediction per row (B,), which faithfulness tracks."""
+        raise NotImplementedError(f"task {self.name} has no explanations")
+
+    def explain_rows(self, span: tuple[int, int], target: str) -> list[int]:
+        """Text-token positions whose final states make the explained output (attention-gradient rows)."""
+        return {"start": [span[0]], "end": [span[1]]}.get(target, [span[0], span[1]])
 
     def label_names(self, train: TaskData) -> list[str] | None:
         """The label set a model of this task is built with, or None for tasks without labels."""

@@ -32,12 +32,22 @@ from regtune.tasks.classification.evaluation import (
     model_labels,
     predict_probabilities,
 )
+from regtune.tasks.classification.explain import (
+    CLS_SPAN,
+    build_explain_inputs,
+    class_probability,
+    class_score,
+    predicted_class,
+)
+from regtune.tasks.classification.explain import TARGETS as EXPLAIN_TARGETS
 from regtune.tasks.classification.features import ClassificationCollator, tokenize_examples
 
 if TYPE_CHECKING:
     import datasets
+    import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+    from regtune.tasks.inputs import ExplainInput
     from regtune.training.config import TrainConfig
 
 
@@ -179,6 +189,37 @@ class ClassificationTask(Task):
     def prediction_line(self, record: Mapping[str, Any]) -> str:
         return f"{record['label']}\t{record['probability']:.4f}"
 
+    explain_targets = EXPLAIN_TARGETS
+    explains_a_class = True
+
+    def explain_inputs(
+        self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
+    ) -> list[ExplainInput]:
+        settings = self._settings(model, None)
+        return build_explain_inputs(
+            examples, tokenizer, max_length=settings.max_length, labels=model_labels(model)
+        )
+
+    def input_settings(self, model: PreTrainedModel) -> dict[str, Any]:
+        settings = self._settings(model, None)
+        return {
+            "task": self.name,
+            "max_length": settings.max_length,
+            "text_columns": list(settings.text_columns),
+        }
+
+    def explain_prediction(self, model: PreTrainedModel, item: ExplainInput) -> tuple[tuple[int, int], int]:
+        return CLS_SPAN, predicted_class(model, item)
+
+    def explain_score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
+        return class_score(out, _label(label))
+
+    def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
+        return class_probability(out, _label(label))
+
+    def explain_rows(self, span: tuple[int, int], target: str) -> list[int]:
+        return [CLS_SPAN[0]]
+
     def label_names(self, train: TaskData) -> list[str]:
         return label_order(train.examples)
 
@@ -238,3 +279,9 @@ class ClassificationTask(Task):
         return evaluate_classification(
             model, tokenizer, data.examples, settings, batch_size=batch_size, progress=progress
         )
+
+
+def _label(label: int | None) -> int:
+    if label is None:
+        raise RegtuneError("a classification attribution needs the class it explains")
+    return label

@@ -20,12 +20,16 @@ from regtune.core.io import atomic_write_json
 from regtune.tasks.base import Evaluation, Task, TaskData
 from regtune.tasks.qa.data import HUB_PREFIX, QAExample, load_examples, squad_json
 from regtune.tasks.qa.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa, predict_answers
+from regtune.tasks.qa.explain import TARGETS as QA_TARGETS
+from regtune.tasks.qa.explain import build_explain_inputs, predicted_span, span_probability, target_score
 from regtune.tasks.qa.features import QACollator, prepare_train_features
 
 if TYPE_CHECKING:
     import datasets
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from regtune.tasks.inputs import ExplainInput
     from regtune.training.config import TrainConfig
 
 
@@ -159,6 +163,33 @@ class QATask(Task):
 
     def prediction_line(self, record: Mapping[str, Any]) -> str:
         return str(record["answer"])
+
+    explain_targets = QA_TARGETS
+
+    def explain_inputs(
+        self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
+    ) -> list[ExplainInput]:
+        settings = QASettings.from_model(model)
+        return build_explain_inputs(
+            examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
+        )
+
+    def input_settings(self, model: PreTrainedModel) -> dict[str, Any]:
+        settings = QASettings.from_model(model)
+        return {"max_length": settings.max_length, "doc_stride": settings.doc_stride}
+
+    def explain_prediction(self, model: PreTrainedModel, item: ExplainInput) -> tuple[tuple[int, int], None]:
+        settings = QASettings.from_model(model)
+        span = predicted_span(
+            model, item, n_best=settings.n_best, max_answer_length=settings.max_answer_length
+        )
+        return span, None
+
+    def explain_score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
+        return target_score(out.start_logits.float(), out.end_logits.float(), span, target)
+
+    def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
+        return span_probability(out.start_logits, out.end_logits, span)
 
     def write_examples(self, examples: Sequence[Any], path: Path, config: TrainConfig) -> None:
         atomic_write_json(path, squad_json(examples))

@@ -1,73 +1,28 @@
-"""The window each explanation looks at, and the predicted span it explains.
+"""QA as explanations see it: one fixed window per question, the predicted span, and the scores explained.
 
-Explanations compare models token by token, so every model must see exactly the same tokens. For each
-question we therefore fix one window *independently of the model*: the first window that contains the
+For each question one window is fixed *independently of the model*: the first window that contains the
 whole first gold answer (or, without one, the question's first window). Token kinds (``cls``, ``sep``,
-``question``, ``context``) and the gold span come from the tokenizer, so the same :class:`ExplainInput`
-serves a τ=0 and a τ=8 model of the same base, and attributions align by text-token index.
+``question``, ``context``) and the gold span come from the tokenizer, so the same
+:class:`~regtune.tasks.inputs.ExplainInput` serves a τ=0 and a τ=8 model of the same base.
+
+What is explained is a logit of the model's own predicted span in the window: its start logit, its end
+logit, or their sum (``span``, the score post-processing ranks answers by).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from regtune.tasks.inputs import ExplainInput, TokenKind
 from regtune.tasks.qa.data import QAExample
 from regtune.tasks.qa.features import prepare_eval_features
 from regtune.tasks.qa.postprocess import Offset, best_spans
 
-TokenKind = Literal["cls", "sep", "question", "context"]
-
-
-@dataclass(frozen=True)
-class ExplainInput:
-    """One question's explained window; every per-token list has the window's N text tokens.
-
-    Attributes:
-        example: The question, its context and its reference answers.
-        input_ids: Token ids, length N (no padding, no registers).
-        token_type_ids: Segment ids, or None for tokenizers without them.
-        tokens: The tokenizer's token strings.
-        kinds: ``cls`` for the first special token, ``sep`` for the other special tokens, else
-            ``question`` or ``context``.
-        offsets: ``(start_char, end_char)`` into the context for context tokens, else None.
-        gold_span: Token indices (inclusive) of the first reference answer, or None if it is not in the
-            window (then plausibility is undefined for this question).
-    """
-
-    example: QAExample
-    input_ids: tuple[int, ...]
-    token_type_ids: tuple[int, ...] | None
-    tokens: tuple[str, ...]
-    kinds: tuple[TokenKind, ...]
-    offsets: tuple[Offset, ...]
-    gold_span: tuple[int, int] | None
-
-    @property
-    def question_id(self) -> str:
-        return self.example.id
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def context_mask(self) -> np.ndarray:
-        """(N,) booleans, True on context tokens: the only ones an answer can use or faithfulness masks."""
-        return np.array([k == "context" for k in self.kinds])
-
-    def batch(self, device: torch.device | str = "cpu", repeat: int = 1) -> dict[str, torch.Tensor]:
-        """Model inputs of shape (repeat, N)."""
-        ids = torch.tensor([self.input_ids] * repeat, dtype=torch.long, device=device)
-        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if self.token_type_ids is not None:
-            out["token_type_ids"] = torch.tensor(
-                [self.token_type_ids] * repeat, dtype=torch.long, device=device
-            )
-        return out
+#: What a QA attribution can explain: the start logit, the end logit, or their sum.
+TARGETS: tuple[str, ...] = ("start", "end", "span")
 
 
 def _token_span(offsets: Sequence[Offset], start_char: int, end_char: int) -> tuple[int, int] | None:
@@ -160,3 +115,17 @@ def predicted_span(
         start.cpu().numpy(), end.cpu().numpy(), valid, n_best_size=n_best, max_answer_length=max_answer_length
     )
     return int(s[0]), int(e[0])
+
+
+def target_score(start: torch.Tensor, end: torch.Tensor, span: tuple[int, int], target: str) -> torch.Tensor:
+    """The explained output per row: start (B, N) and end (B, N) logits -> (B,)."""
+    if target == "start":
+        return start[:, span[0]]
+    if target == "end":
+        return end[:, span[1]]
+    return start[:, span[0]] + end[:, span[1]]
+
+
+def span_probability(start: torch.Tensor, end: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+    """p(span) = softmax(start)[s] · softmax(end)[e] over the window, per row: (B, N) x 2 -> (B,)."""
+    return start.float().softmax(-1)[:, span[0]] * end.float().softmax(-1)[:, span[1]]
