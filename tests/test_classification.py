@@ -267,3 +267,88 @@ def test_sweep_and_report_for_classification(
     page = (out / "report" / "index.html").read_text()
     assert "accuracy against the number of registers" in page  # the page names the task's metric
     assert "validation F1" not in page and "Mean F1" not in page and "dev examples" in page
+
+
+# --- explanations and analysis ----------------------------------------------------------------------------
+
+
+def test_explain_classification_attributes_the_predicted_class(
+    cls_run, sst2_slice: SstSlice, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IG, attention-gradient and LRP of the predicted class's logit; faithfulness never masks specials."""
+    from regtune.explain.methods import IntegratedGradients
+    from regtune.explain.metrics import faithfulness
+
+    run, _ = cls_run
+    model = load_model(run / "model")
+    task = task_of_model(model.config)
+    tokenizer_dir = str(run / "model")
+    from regtune.core.hub import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    data = task.read_for_model(str(sst2_slice.dev), model)
+    inputs = task.explain_inputs(data.examples[:3], tokenizer, model)
+    item = inputs[0]
+    assert item.kinds[0] == "cls" and item.kinds[-1] == "sep" and set(item.kinds[1:-1]) == {"text"}
+    assert item.gold_label == int(data.examples[0].label)
+    attribution = IntegratedGradients(model, n_steps=32).attribute(item)
+    with torch.no_grad():
+        predicted = int(model(**item.batch()).logits.argmax())
+        logit = float(model(**item.batch()).logits[0, predicted])
+    assert attribution.target == "class" and attribution.label == predicted and attribution.span == (0, 0)
+    assert attribution.output == pytest.approx(logit, abs=1e-5)
+    assert attribution.text.shape == (len(item),) and attribution.registers.shape == (3,)
+    assert attribution.convergence_delta < 0.05  # completeness holds for the class logit too
+
+    # Faithfulness replaces text tokens only: the masked copies keep [CLS]/[SEP] where they were.
+    seen: list[torch.Tensor] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["input_ids"]), with_kwargs=True
+    )
+    try:
+        result = faithfulness(model, item, attribution, replace_id=tokenizer.mask_token_id)
+    finally:
+        handle.remove()
+    ids = seen[0]
+    special = [i for i, k in enumerate(item.kinds) if k != "text"]
+    assert (ids[:, special] == ids[0, special]).all() and (ids == tokenizer.mask_token_id).any()
+    assert 0.0 <= result["p_span"] <= 1.0  # the probability of the predicted class
+
+
+def test_cli_explain_and_analyze_a_classification_pair(
+    cls_run,
+    cls_config: Callable[..., Any],
+    sst2_slice: SstSlice,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run, _ = cls_run
+    base = tmp_path / "tau0"
+    train_model(cls_config(base, num_registers=0), progress=False)
+    pair = ["--model", str(base / "model"), "--compare", str(run / "model"), "--dev", str(sst2_slice.dev)]
+    argv = [
+        "explain", *pair, "--output-dir", str(tmp_path / "explain"), "--num-examples", "6",
+        "--n-steps", "8", "--n-boot", "200", "--no-progress", "--task", "classification",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "explain" / "summary.json").read_text())
+    assert summary["settings"]["explain"]["target"] == "class" and summary["settings"]["num_questions"] == 6
+    metrics = {row["metric"] for row in summary["rows"]}
+    assert {"comprehensiveness", "sufficiency", "register_share", "agreement"} <= metrics
+    page = (tmp_path / "explain" / "compare.html").read_text()
+    assert "<b>Gold:</b>" in page and "<b>Predicted (tau3):</b>" in page and "sentence ([CLS]" in page
+    argv = [
+        "analyze", *pair, "--output-dir", str(tmp_path / "analyze"), "--num-examples", "6", "--no-progress",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    ablation = json.loads((tmp_path / "analyze" / "tau3" / "ablation.json").read_text())
+    assert ablation["metrics"] == ["accuracy"] and len(ablation["question_ids"]) == 20
+    assert ablation["baseline"]["accuracy"] == pytest.approx(
+        json.loads((run / "metrics.json").read_text())["accuracy"]
+    )
+    row = ablation["all"][0]
+    assert set(row) >= {"accuracy", "delta_accuracy", "delta_accuracy_ci", "p_value"}
+    assert "Δaccuracy" in (tmp_path / "analyze" / "index.html").read_text()
+    # --task must match the model.
+    assert cli.main([*argv[:-1], "--task", "qa"]) == 2
+    assert "was trained for classification" in capsys.readouterr().err
