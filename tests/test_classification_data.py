@@ -188,3 +188,11 @@ def test_jsonl_missing_column_is_named(tmp_path: Path) -> None:
     path.write_text(json.dumps({"text": "hi", "label": 1}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="no column 'sentence'"):
         read_classification(path)
+
+
+def test_a_row_the_csv_module_cannot_read_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    path.write_text("sentence,label\nfine,1\n" + "x" * 200_000 + ",0\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_classification(path)
+    assert str(err.value).startswith(f"{path}: line 3: unreadable (field larger than field limit")

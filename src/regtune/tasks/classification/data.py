@@ -55,6 +55,10 @@ class _RowProblem(Exception):
     """A per-row problem: skipped in non-strict mode, a DataError in strict mode."""
 
 
+class _FileProblem(Exception):
+    """A problem the reader cannot step over: always a DataError naming the file."""
+
+
 def file_format(path: str | Path) -> str:
     """``tsv``, ``csv`` or ``jsonl`` from the file extension; a DataError for anything else."""
     suffix = Path(path).suffix.lower()
@@ -90,9 +94,9 @@ def _delimited_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, Any] |
         reader: Any = csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
         reader = csv.reader(source)
-    header = next(reader)
+    header = _next_row(reader)
     yield 1, {"__header__": header}, ""
-    for fields_ in reader:
+    while (fields_ := _next_row(reader)) is not None:
         line = reader.line_num
         if not fields_ or (len(fields_) == 1 and not fields_[0].strip()):
             continue  # a blank line (often the last one)
@@ -100,6 +104,16 @@ def _delimited_rows(text: str, fmt: str) -> Iterator[tuple[int, dict[str, Any] |
             yield line, None, f"has {len(fields_)} fields, the header has {len(header)}"
             continue
         yield line, dict(zip(header, fields_, strict=True)), ""
+
+
+def _next_row(reader: Any) -> list[str] | None:
+    """The next row, None at the end; a row the csv module cannot read ends the file with a DataError."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        raise _FileProblem(f"line {reader.line_num}: unreadable ({err})") from None
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
@@ -175,6 +189,32 @@ def read_classification(
         raise DataError(f"give one text column, or two for sentence pairs; got {list(text_columns)}")
     fmt = file_format(path)
     text = _read_text(path)
+    try:
+        examples, skipped, seen_columns = _collect(path, fmt, text, text_columns, label_column, strict)
+    except _FileProblem as err:
+        raise DataError(f"{path}: {err}") from None
+    if fmt == "jsonl" and not examples and seen_columns:
+        _check_columns(path, sorted(seen_columns), [*text_columns, *([label_column] if label_column else [])])
+    if not examples and not skipped:
+        raise DataError(f"{path}: no rows after the header")
+    if labels is not None:
+        _check_labels(path, examples, labels)
+    if skipped:
+        shown = ", ".join(f"{s.example_id} ({s.reason})" for s in skipped[:_SKIPS_SHOWN])
+        more = ", ..." if len(skipped) > _SKIPS_SHOWN else ""
+        logger.warning("%s: skipped %d bad rows: %s%s", path, len(skipped), shown, more)
+    return TaskData(path=path, examples=examples, skipped=skipped)
+
+
+def _collect(
+    path: Path,
+    fmt: str,
+    text: str,
+    text_columns: Sequence[str],
+    label_column: str | None,
+    strict: bool,
+) -> tuple[list[ClassificationExample], list[Skip], set[str]]:
+    """The usable examples, the skipped rows, and (JSONL) every key seen."""
     wanted = [*text_columns, *([label_column] if label_column else [])]
     rows = _jsonl_rows(text) if fmt == "jsonl" else _delimited_rows(text, fmt)
     examples: list[ClassificationExample] = []
@@ -194,17 +234,7 @@ def read_classification(
             if strict:
                 raise DataError(f"{path}: line {line}: {err}") from None
             skipped.append(Skip(f"line-{line}", str(err)))
-    if fmt == "jsonl" and not examples and seen_columns:
-        _check_columns(path, sorted(seen_columns), wanted)
-    if not examples and not skipped:
-        raise DataError(f"{path}: no rows after the header")
-    if labels is not None:
-        _check_labels(path, examples, labels)
-    if skipped:
-        shown = ", ".join(f"{s.example_id} ({s.reason})" for s in skipped[:_SKIPS_SHOWN])
-        more = ", ..." if len(skipped) > _SKIPS_SHOWN else ""
-        logger.warning("%s: skipped %d bad rows: %s%s", path, len(skipped), shown, more)
-    return TaskData(path=path, examples=examples, skipped=skipped)
+    return examples, skipped, seen_columns
 
 
 def _check_labels(path: Path, examples: Sequence[ClassificationExample], labels: Sequence[str]) -> None:
