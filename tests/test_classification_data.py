@@ -196,3 +196,50 @@ def test_a_row_the_csv_module_cannot_read_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_classification(path)
     assert str(err.value).startswith(f"{path}: line 3: unreadable (field larger than field limit")
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [([1, 2], "list"), ({"a": 1}, "dict"), (True, "bool"), (1.0, "float")], ids=str
+)
+def test_jsonl_non_scalar_labels_are_row_problems(tmp_path: Path, value: object, kind: str) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [{"sentence": "fine", "label": 1}, {"sentence": "odd", "label": value}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = read_classification(path)
+    assert [e.label for e in data.examples] == ["1"]  # a JSON integer label is its digits
+    assert data.skipped[0].example_id == "line-2" and f"holds {kind}" in data.skipped[0].reason
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path: Path) -> None:
+    # U+2028 and \x85 are line breaks to str.splitlines, but not to JSONL (only "\n" ends a record).
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"sentence": "a\u2028b\x85c", "label": 0}, ensure_ascii=False) + "\r\n")
+    data = read_classification(path)
+    assert [(e.id, e.texts[0]) for e in data.examples] == [("line-1", "a\u2028b\x85c")]
+    out = write_jsonl(data.examples, tmp_path / "copy.jsonl", text_columns=["sentence"], label_column="label")
+    assert read_classification(out).examples[0].texts == data.examples[0].texts
+
+
+def test_integer_labels_that_tie_keep_one_order(tmp_path: Path) -> None:
+    first = read_classification(_tsv(tmp_path, "a\t01\nb\t1\nc\t+1\nd\t0\n", "a.tsv")).examples
+    second = read_classification(_tsv(tmp_path, "a\t+1\nb\t0\nc\t1\nd\t01\n", "b.tsv")).examples
+    assert label_order(first) == label_order(second) == ["0", "+1", "01", "1"]
+
+
+def test_label_column_may_not_be_a_text_column() -> None:
+    from regtune.core.errors import ConfigError
+    from regtune.training.config import resolve_config
+
+    with pytest.raises(ConfigError, match="both a text and the label"):
+        resolve_config(task="classification", text_columns=["label"], label_column="label")
+
+
+def test_cli_dev_label_unseen_in_train_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = _tsv(tmp_path, "fine\tpos\nbad\tneg\n", name="train.tsv")
+    dev = _tsv(tmp_path, "ok\tpos\nmeh\tneutral\n", name="dev.tsv")
+    code = cli.main(["train", "--train", str(train), "--dev", str(dev), "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{dev}: line 3: label 'neutral' is not in the training labels (neg, pos)" in err

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
-from regtune.cli.common import column_list
+from regtune.core.errors import RegtuneError
 from regtune.core.precision import PRECISIONS
+from regtune.tasks import TASKS
 
-#: Evaluation options -> the setting they override (QA: windows and decoding; classification: columns).
-_OVERRIDES = (
-    "max_length",
-    "doc_stride",
-    "n_best",
-    "max_answer_length",
-    "precision",
-    "text_columns",
-    "label_column",
-)
+#: Evaluation options that override the model's saved settings: the shared ones, then every task's own.
+_OVERRIDES = ("max_length", "precision", *(name for task in TASKS.values() for name in task.option_names()))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="sequences per inference batch (default: 64)")
     p.add_argument("--max-length", type=int, help="text tokens per sequence (default: as trained)")
-    p.add_argument("--doc-stride", type=int, help="QA: window overlap in tokens (default: as trained)")
-    p.add_argument("--n-best", type=int, help="QA: start/end candidates per window (default: as trained)")
-    p.add_argument("--max-answer-length", type=int, help="QA: longest answer in tokens (default: as trained)")
-    p.add_argument(
-        "--text-column",
-        dest="text_columns",
-        type=column_list,
-        help="classification: text column(s), comma-separated for pairs (default: as trained)",
-    )
-    p.add_argument("--label-column", help="classification: the label column (default: as trained)")
+    # Each task's own options (QA windows and decoding, classification columns), as `regtune train` has them.
+    for task in TASKS.values():
+        for option in fields(task.options):
+            if "flag" in option.metadata:
+                help_text = option.metadata["help"].rstrip(".")
+                p.add_argument(
+                    option.metadata["flag"],
+                    dest=option.name,
+                    type=option.metadata["type"],
+                    help=f"{help_text} (default: as trained)",
+                )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -66,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     task = task_of_model(model.config)
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     data = task.read_for_model(args.dev, model, strict=args.strict, overrides=overrides)
+    if not data.examples:
+        raise RegtuneError(f"{args.dev}: no usable {task.unit}s ({len(data.skipped)} skipped)")
     evaluation = task.evaluate(
         model, tokenizer, data, batch_size=args.batch_size, progress=not args.no_progress, overrides=overrides
     )

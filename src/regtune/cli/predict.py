@@ -48,6 +48,8 @@ def _predict_file(args: argparse.Namespace, task, model, tokenizer) -> int:
     if task.name != "classification":
         raise RegtuneError(f"--file works for classification models; this model is {task.name}")
     data = task.read_for_model(args.file, model, overrides={"label_column": None})
+    if not data.examples:
+        raise RegtuneError(f"{args.file}: no usable rows ({len(data.skipped)} skipped)")
     records = task.predict(
         model, tokenizer, data.examples, batch_size=args.batch_size, progress=not args.no_progress
     )

@@ -364,6 +364,7 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
     if not saved_file.exists():
         return spec.config
     saved = json.loads(saved_file.read_text(encoding="utf-8"))["config"]
+    saved.setdefault("task", "qa")  # run folders from before tasks existed are QA runs
     current = spec.config.to_dict()
     adopt = {k: saved[k] for k in EXECUTION_OPTIONS if k in saved}
     for key in ("output_dir", "train_file", "dev_file"):

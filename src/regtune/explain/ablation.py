@@ -145,6 +145,7 @@ def register_ablation(
             "num_registers": r,
             "modes": list(modes),
             "metrics": list(metrics),
+            "metric_labels": {m: task.metric_labels[m] for m in metrics},
             "question_ids": ids,
             "confidence": confidence,
             "n_boot": n_boot,

@@ -17,7 +17,7 @@ from typing import Any
 
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
-from regtune.explain.artifact_plots import METRIC_NAMES, ablation_metric
+from regtune.explain.artifact_plots import ablation_metric
 from regtune.explain.artifacts import CATEGORIES, analyze_model
 
 #: Categories whose share of outliers and of attention the overview tables list.
@@ -47,8 +47,7 @@ def layer_table(label: str, analysis: Mapping[str, Any]) -> list[dict[str, Any]]
 
 def ablation_table(label: str, ablation: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per ablation: which register, how, the primary score and its Δ with the interval."""
-    metric = ablation_metric(ablation)
-    name = METRIC_NAMES.get(metric, metric)
+    metric, name = ablation_metric(ablation)
     rows = []
     for entry in [*ablation["all"], *ablation["single"]]:
         low, high = entry[f"delta_{metric}_ci"]

@@ -245,20 +245,16 @@ def plot_register_cosine(analysis: ArtifactAnalysis | Mapping[str, Any], path: s
     return save_png(figure, path)
 
 
-#: How the ablation's primary metric is named on plots and tables.
-METRIC_NAMES = {"f1": "F1", "exact_match": "EM", "accuracy": "accuracy"}
-
-
-def ablation_metric(ablation: Mapping[str, Any]) -> str:
-    """The metric an ablation's intervals are on (results from before tasks existed are QA's F1)."""
-    return str(ablation.get("metrics", ["f1"])[0])
+def ablation_metric(ablation: Mapping[str, Any]) -> tuple[str, str]:
+    """The metric an ablation's intervals are on, and its display name (older results are QA's F1)."""
+    metric = str(ablation.get("metrics", ["f1"])[0])
+    return metric, str(ablation.get("metric_labels", {}).get(metric, "F1" if metric == "f1" else metric))
 
 
 def plot_ablation(ablation: Mapping[str, Any], path: str | Path) -> Path:
     """Δ of the primary score (QA F1, classification accuracy) on the dev set when register i (or all)
     is zeroed, replaced by the mean, or masked out."""
-    metric = ablation_metric(ablation)
-    name = METRIC_NAMES.get(metric, metric)
+    metric, name = ablation_metric(ablation)
     modes = list(ablation["modes"])
     rows = [*ablation["single"], *ablation["all"]]
     groups = list(dict.fromkeys(row["register"] for row in rows))  # registers in order, then None (all)

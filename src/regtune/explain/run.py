@@ -326,6 +326,10 @@ def check_same_inputs(model_a: PreTrainedModel, model_b: PreTrainedModel) -> Non
     va, vb = model_a.config.vocab_size, model_b.config.vocab_size
     if va != vb:
         raise RegtuneError(f"--compare needs models with one tokenizer; vocabularies differ ({va} vs {vb})")
+    task = task_of_model(model_a.config)
+    la, lb = task.model_labels(model_a), task.model_labels(model_b)
+    if la != lb:  # class ids, gold labels and ablation scores would not mean the same in both
+        raise RegtuneError(f"--compare needs classifiers with the same labels; got {la} and {lb}")
 
 
 def prepare_output_dir(out: Path, settings: dict[str, Any], *, kind: str = "explain") -> None:

@@ -852,7 +852,7 @@ def command_line(sweep: Mapping[str, Any]) -> str:
         if isinstance(value, bool):
             words.append(("--" if value else "--no-") + name.replace("_", "-"))
         elif name in flags:
-            words += [flags[name], str(value)]
+            words += [flags[name], ",".join(map(str, value)) if isinstance(value, list) else str(value)]
         else:
             words += [f"--{name.replace('_', '-')}", str(value)]
     if sweep.get("select_on"):

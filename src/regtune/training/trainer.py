@@ -158,9 +158,13 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
     if train is not None:
         task.configure_model(hf_config, train)
     setattr(hf_config, TASK_KEY, task.name)
-    model = task.auto_model.from_pretrained(
-        path, config=hf_config, attn_implementation=training_attn_implementation(config)
-    )
+    try:
+        model = task.auto_model.from_pretrained(
+            path, config=hf_config, attn_implementation=training_attn_implementation(config)
+        )
+    except RuntimeError as err:  # e.g. a fine-tuned head whose size does not match the new labels
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise RegtuneError(f"model '{config.model}': cannot load it for {task.name} ({first[:200]})") from err
     registers = config.registers()
     add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
     return model
@@ -196,6 +200,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     if not config_file.exists():
         return None
     saved, current = json.loads(config_file.read_text())["config"], config.to_dict()
+    saved.setdefault("task", "qa")  # run folders from before tasks existed are QA runs
     if saved != current:
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise RegtuneError(
@@ -213,7 +218,7 @@ def _load(task: Task, config: TrainConfig, source: str, role: str, **kwargs: Any
     if not source:
         raise RegtuneError(f"no {role} file given")
     data = task.read(source, config, **kwargs)
-    if not data.examples:
+    if not data.examples:  # every record was skipped
         raise RegtuneError(f"{source}: no usable {task.unit}s in the {role} file")
     return data
 

@@ -117,7 +117,10 @@ def _next_row(reader: Any) -> list[str] | None:
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSONL line: str.splitlines would also split at U+2028, \x85, ... which JSON
+    # strings may hold raw (json.dumps with ensure_ascii=False writes them so).
+    for line_no, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -132,13 +135,19 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
 
 
 def _field_text(record: dict[str, Any], column: str) -> str | None:
+    """A field as text; JSONL integers become their digits, lists, objects, booleans and floats are refused
+    (``1.0`` and ``1`` would otherwise be two classes)."""
     value = record.get(column)
-    if value is None:
-        return None
-    return value if isinstance(value, str) else json.dumps(value)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _RowProblem(f"column '{column}' holds {type(value).__name__} {json.dumps(value)[:40]}, not text")
 
 
-def _example(record: dict[str, Any], line: int, text_columns: Sequence[str], label_column: str | None):
+def _example(
+    record: dict[str, Any], line: int, text_columns: Sequence[str], label_column: str | None
+) -> ClassificationExample:
     texts = []
     for column in text_columns:
         text = _field_text(record, column)
@@ -161,7 +170,7 @@ def _check_columns(path: Path, present: Sequence[str], wanted: Sequence[str]) ->
     if missing:
         raise DataError(
             f"{path}: no column {', '.join(repr(c) for c in missing)}; the columns are "
-            f"{', '.join(repr(c) for c in present)} (choose with --text-column / --label-column)"
+            f"{', '.join(repr(c) for c in present)}"
         )
 
 
@@ -255,7 +264,7 @@ def label_order(examples: Sequence[ClassificationExample]) -> list[str]:
     """
     found = {e.label for e in examples if e.label is not None}
     try:
-        return sorted(found, key=int)
+        return sorted(found, key=lambda label: (int(label), label))  # "1" and "01" tie on int: text decides
     except ValueError:
         return sorted(found)
 
