@@ -444,14 +444,11 @@ def run_explain(
     (a 200-question, 3-method comparison page would be ~15 MB), and attributions.json holds them all.
     """
     import logging
-    import warnings
 
     from regtune import __version__
-    from regtune.core.errors import RegtuneWarning
     from regtune.core.hub import load_tokenizer
     from regtune.core.io import atomic_write_json
     from regtune.core.registers import load_model
-    from regtune.explain.render import write_compare_page, write_explain_page
 
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     task = check_same_task(models)
@@ -500,33 +497,10 @@ def run_explain(
     }
     prepare_output_dir(output_dir, resolved)
     replace_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
-    results = []
-    for label, m in zip(labels, models, strict=True):
-        with warnings.catch_warnings():
-            # One summary line below instead of one warning per question.
-            warnings.simplefilter("ignore", RegtuneWarning)
-            results.append(
-                explain_model(
-                    m,
-                    inputs,
-                    config,
-                    replace_id=replace_id,
-                    cache_dir=output_dir / "cache",
-                    label=label,
-                    progress=progress,
-                )
-            )
-        gaps = [r.attribution.convergence_delta or 0.0 for r in results[-1].get("ig", [])]
-        high = [g for g in gaps if g > 0.05]
-        if high:
-            logger.warning(
-                "%s: IG completeness gap above 5%% of |F(x) - F(b)| on %d of %d questions (max %.1f%%); "
-                "raise --n-steps",
-                label,
-                len(high),
-                len(gaps),
-                100 * max(high),
-            )
+    results = [
+        _explain_quietly(m, inputs, config, replace_id, output_dir / "cache", label, progress)
+        for label, m in zip(labels, models, strict=True)
+    ]
     rows = summarize(
         results[0],
         results[1] if compare else None,
@@ -543,6 +517,65 @@ def run_explain(
     }
     written["attributions"] = atomic_write_json(output_dir / "attributions.json", attributions)
     plot = plot_summary(rows, labels, output_dir / "summary.png")
+    written.update(
+        _write_pages(
+            output_dir, task, models[0], config, labels, results, rows, inputs, plot, dev, page_questions
+        )
+    )
+    return written
+
+
+def _explain_quietly(
+    model: PreTrainedModel,
+    inputs: Sequence[ExplainInput],
+    config: ExplainConfig,
+    replace_id: int,
+    cache_dir: Path,
+    label: str,
+    progress: bool,
+) -> dict[str, list[QuestionResult]]:
+    """:func:`explain_model`, with one summary warning for IG's completeness gaps instead of one each."""
+    import logging
+    import warnings
+
+    from regtune.core.errors import RegtuneWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RegtuneWarning)
+        results = explain_model(
+            model, inputs, config, replace_id=replace_id, cache_dir=cache_dir, label=label, progress=progress
+        )
+    gaps = [r.attribution.convergence_delta or 0.0 for r in results.get("ig", [])]
+    high = [g for g in gaps if g > 0.05]
+    if high:
+        logging.getLogger(__name__).warning(
+            "%s: IG completeness gap above 5%% of |F(x) - F(b)| on %d of %d examples (max %.1f%%); "
+            "raise --n-steps",
+            label,
+            len(high),
+            len(gaps),
+            100 * max(high),
+        )
+    return results
+
+
+def _write_pages(
+    output_dir: Path,
+    task: Task,
+    model: PreTrainedModel,
+    config: ExplainConfig,
+    labels: Sequence[str],
+    results: Sequence[Mapping[str, Sequence[QuestionResult]]],
+    rows: Sequence[Mapping[str, Any]],
+    inputs: Sequence[ExplainInput],
+    plot: Path,
+    dev: str,
+    page_questions: int,
+) -> dict[str, Path]:
+    """One heat-map page per model, and with two models the comparison page; returns them by name."""
+    from regtune.explain.render import write_compare_page, write_explain_page
+
+    written: dict[str, Path] = {}
     shown = min(page_questions, len(inputs))
     notes = [
         f"Scores and tests cover all {len(inputs)} {task.unit}s; the heat maps show the first {shown}. "
@@ -563,10 +596,10 @@ def run_explain(
             summary=[_page_row(r, label) for r in rows if f"{label}_mean" in r],
             images=[plot],
             notes=notes,
-            label_names=task.model_labels(models[0]),
+            label_names=task.model_labels(model),
             unit=task.unit,
         )
-    if compare:
+    if len(results) == 2:
         written["compare"] = write_compare_page(
             output_dir / "compare.html",
             title=f"regtune explain: {' vs '.join(labels)} ({Path(dev).name}, {len(inputs)} {task.unit}s)",
@@ -577,7 +610,7 @@ def run_explain(
             summary=[_compare_row(r, labels) for r in rows],
             images=[plot],
             notes=notes,
-            label_names=task.model_labels(models[0]),
+            label_names=task.model_labels(model),
             unit=task.unit,
         )
     return written

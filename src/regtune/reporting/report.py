@@ -30,6 +30,7 @@ import json
 import math
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,119 +201,15 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
 
     task = sweep.task
     metrics = task.metrics
-    # Per-example scores of every finished run on every dev file.
-    scores: dict[tuple[str, str], dict[str, Mapping[str, float]]] = {}
-    for spec in finished:
-        for dev in scored:
-            path = spec.eval_dir(dev) / task.per_example_file
-            data = _read_json(path, f"per-{task.unit} scores")
-            if not isinstance(data, dict) or not data:
-                raise RegtuneError(f"{path}: expected a non-empty object of {task.unit} id -> scores")
-            scores[spec.run_id, dev] = data
-
-    # Cells, in dev order and then grid order (the order of sweep.runs()).
-    cells: list[dict[str, Any]] = []
-    cell_index: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
-    for dev in scored:
-        for spec in finished:
-            key = (dev, tuple(spec.point[axis] for axis in axes))
-            cell = cell_index.get(key)
-            if cell is None:
-                cell = {
-                    "dev": dev,
-                    "axes": {axis: spec.point[axis] for axis in axes},
-                    "seeds": [],
-                    "runs": [],
-                }
-                cell_index[key] = cell
-                cells.append(cell)
-            cell["seeds"].append(spec.point["seed"])
-            cell["runs"].append(spec.run_id)
-
+    ctx = _Context(root, task, _read_scores(finished, scored, task), notes, n_boot, seed)
+    cells = _make_cells(scored, finished, axes)
     for cell in cells:
-        runs = [scores[run_id, cell["dev"]] for run_id in cell["runs"]]
-        questions = _common_questions(runs)
-        if not questions:
-            raise RegtuneError(f"{root}: the runs {cell['runs']} share no {task.unit} on '{cell['dev']}'")
-        if any(len(run) != len(questions) for run in runs):
-            notes.append(
-                f"{_cell_label(cell)}: the seeds scored different {task.unit}s; "
-                f"only the {len(questions)} they share are used."
-            )
-        cell["n_questions"] = len(questions)
-        cell["metrics"] = {}
-        for metric in metrics:
-            matrix = _matrix(root, cell["dev"], cell["runs"], runs, metric, questions)
-            summary = stats.summarize(
-                matrix,
-                n_boot=n_boot,
-                confidence=CONFIDENCE,
-                rng=_rng(seed, "cell", cell["dev"], *cell["axes"].items(), metric),
-            )
-            cell["metrics"][metric] = _summary_dict(summary)
-        cell["vs_tau0"] = dict.fromkeys(metrics)
-        if len(runs) < 2:
-            notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
-
+        _summarize_cell(ctx, cell)
     # Comparisons with τ = 0 inside each group of cells that differ only in τ.
-    groups: list[dict[str, Any]] = []
     group_cells: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for cell in cells:
-        key = (cell["dev"], tuple(cell["axes"][axis] for axis in others))
-        group_cells.setdefault(key, []).append(cell)
-    for (dev, _), members in group_cells.items():
-        group = {
-            "dev": dev,
-            "axes": {axis: members[0]["axes"][axis] for axis in others},
-            "num_registers": [cell["axes"][TAU] for cell in members],
-            "has_baseline": False,
-            "note": None,
-        }
-        groups.append(group)
-        baseline = next((cell for cell in members if cell["axes"][TAU] == 0), None)
-        if baseline is None:
-            group["note"] = f"{_group_label(group)}: no finished τ=0 run, so no comparison with τ=0."
-            notes.append(group["note"])
-            continue
-        group["has_baseline"] = True
-        treated = [cell for cell in members if cell is not baseline]
-        for metric in metrics:
-            results: dict[str, dict[str, Any]] = {}
-            for cell in treated:
-                result = _compare_cells(
-                    root,
-                    cell,
-                    baseline,
-                    scores,
-                    metric,
-                    n_boot=n_boot,
-                    rng=_rng(seed, "cmp", dev, metric, *cell["axes"].items()),
-                )
-                if result is None:
-                    if metric == metrics[0]:
-                        notes.append(
-                            f"{_cell_label(cell)}: shares no seed or {task.unit} with τ=0; not compared."
-                        )
-                    continue
-                results[str(cell["axes"][TAU])] = result
-                cell["vs_tau0"][metric] = result
-            if results:
-                adjusted = stats.holm({tau: result["p_value"] for tau, result in results.items()})
-                for tau, result in results.items():
-                    result["p_holm"] = _finite(adjusted[tau])
-        for cell in treated:
-            comparison = cell["vs_tau0"][metrics[0]]
-            if comparison and comparison["n_seeds"] < 2:
-                notes.append(
-                    f"{_cell_label(cell)}: only one seed shared with τ=0, so Δ has no CI or p-value."
-                )
-            if comparison and (comparison["seeds_left_out"] or comparison["baseline_seeds_left_out"]):
-                notes.append(
-                    f"{_cell_label(cell)}: compared with τ=0 on the seeds both have "
-                    f"({_join(comparison['seeds'])}); left out: τ={cell['axes'][TAU]} "
-                    f"{_join(comparison['seeds_left_out']) or 'none'}, "
-                    f"τ=0 {_join(comparison['baseline_seeds_left_out']) or 'none'}."
-                )
+        group_cells.setdefault((cell["dev"], tuple(cell["axes"][axis] for axis in others)), []).append(cell)
+    groups = [_compare_group(ctx, dev, members, others) for (dev, _), members in group_cells.items()]
 
     selection = None
     if sweep.select_on == VALIDATION:
@@ -361,6 +258,144 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     atomic_write_json(root / "summary.json", analysis)
     atomic_write_text(root / "summary.csv", summary_csv(analysis))
     return analysis
+
+
+@dataclass
+class _Context:
+    """What every step of :func:`analyze_sweep` reads: the sweep's task, scores and settings, and notes."""
+
+    root: Path
+    task: Any  # regtune.tasks.Task
+    scores: dict[tuple[str, str], dict[str, Mapping[str, float]]]  # (run id, dev) -> example id -> scores
+    notes: list[str]
+    n_boot: int
+    seed: int
+
+
+def _read_scores(finished: Sequence[Any], scored: Mapping[str, str], task: Any) -> dict[tuple[str, str], Any]:
+    """Per-example scores of every finished run on every dev file."""
+    scores: dict[tuple[str, str], dict[str, Mapping[str, float]]] = {}
+    for spec in finished:
+        for dev in scored:
+            path = spec.eval_dir(dev) / task.per_example_file
+            data = _read_json(path, f"per-{task.unit} scores")
+            if not isinstance(data, dict) or not data:
+                raise RegtuneError(f"{path}: expected a non-empty object of {task.unit} id -> scores")
+            scores[spec.run_id, dev] = data
+    return scores
+
+
+def _make_cells(
+    scored: Mapping[str, str], finished: Sequence[Any], axes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Cells (dev file × every axis but the seed), in dev order and then grid order, with their runs."""
+    cells: list[dict[str, Any]] = []
+    cell_index: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    for dev in scored:
+        for spec in finished:
+            key = (dev, tuple(spec.point[axis] for axis in axes))
+            cell = cell_index.get(key)
+            if cell is None:
+                cell = {
+                    "dev": dev,
+                    "axes": {axis: spec.point[axis] for axis in axes},
+                    "seeds": [],
+                    "runs": [],
+                }
+                cell_index[key] = cell
+                cells.append(cell)
+            cell["seeds"].append(spec.point["seed"])
+            cell["runs"].append(spec.run_id)
+    return cells
+
+
+def _summarize_cell(ctx: _Context, cell: dict[str, Any]) -> None:
+    """Mean, std and CI of every metric over the cell's seeds and shared examples (in place)."""
+    unit, metrics = ctx.task.unit, ctx.task.metrics
+    runs = [ctx.scores[run_id, cell["dev"]] for run_id in cell["runs"]]
+    questions = _common_questions(runs)
+    if not questions:
+        raise RegtuneError(f"{ctx.root}: the runs {cell['runs']} share no {unit} on '{cell['dev']}'")
+    if any(len(run) != len(questions) for run in runs):
+        ctx.notes.append(
+            f"{_cell_label(cell)}: the seeds scored different {unit}s; "
+            f"only the {len(questions)} they share are used."
+        )
+    cell["n_questions"] = len(questions)
+    cell["metrics"] = {}
+    for metric in metrics:
+        matrix = _matrix(ctx.root, cell["dev"], cell["runs"], runs, metric, questions)
+        summary = stats.summarize(
+            matrix,
+            n_boot=ctx.n_boot,
+            confidence=CONFIDENCE,
+            rng=_rng(ctx.seed, "cell", cell["dev"], *cell["axes"].items(), metric),
+        )
+        cell["metrics"][metric] = _summary_dict(summary)
+    cell["vs_tau0"] = dict.fromkeys(metrics)
+    if len(runs) < 2:
+        ctx.notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
+
+
+def _compare_group(
+    ctx: _Context, dev: str, members: Sequence[dict[str, Any]], others: Sequence[str]
+) -> dict[str, Any]:
+    """Every τ of one group (dev file, other axes) against its τ=0, Holm-corrected; fills each cell's
+    ``vs_tau0`` and returns the group's record."""
+    metrics = ctx.task.metrics
+    group = {
+        "dev": dev,
+        "axes": {axis: members[0]["axes"][axis] for axis in others},
+        "num_registers": [cell["axes"][TAU] for cell in members],
+        "has_baseline": False,
+        "note": None,
+    }
+    baseline = next((cell for cell in members if cell["axes"][TAU] == 0), None)
+    if baseline is None:
+        group["note"] = f"{_group_label(group)}: no finished τ=0 run, so no comparison with τ=0."
+        ctx.notes.append(group["note"])
+        return group
+    group["has_baseline"] = True
+    treated = [cell for cell in members if cell is not baseline]
+    for metric in metrics:
+        results: dict[str, dict[str, Any]] = {}
+        for cell in treated:
+            result = _compare_cells(
+                ctx.root,
+                cell,
+                baseline,
+                ctx.scores,
+                metric,
+                n_boot=ctx.n_boot,
+                rng=_rng(ctx.seed, "cmp", dev, metric, *cell["axes"].items()),
+            )
+            if result is None:
+                if metric == metrics[0]:
+                    ctx.notes.append(
+                        f"{_cell_label(cell)}: shares no seed or {ctx.task.unit} with τ=0; not compared."
+                    )
+                continue
+            results[str(cell["axes"][TAU])] = result
+            cell["vs_tau0"][metric] = result
+        if results:
+            adjusted = stats.holm({tau: result["p_value"] for tau, result in results.items()})
+            for tau, result in results.items():
+                result["p_holm"] = _finite(adjusted[tau])
+    for cell in treated:
+        _seed_notes(ctx, cell, cell["vs_tau0"][metrics[0]])
+    return group
+
+
+def _seed_notes(ctx: _Context, cell: Mapping[str, Any], comparison: Mapping[str, Any] | None) -> None:
+    if comparison and comparison["n_seeds"] < 2:
+        ctx.notes.append(f"{_cell_label(cell)}: only one seed shared with τ=0, so Δ has no CI or p-value.")
+    if comparison and (comparison["seeds_left_out"] or comparison["baseline_seeds_left_out"]):
+        ctx.notes.append(
+            f"{_cell_label(cell)}: compared with τ=0 on the seeds both have "
+            f"({_join(comparison['seeds'])}); left out: τ={cell['axes'][TAU]} "
+            f"{_join(comparison['seeds_left_out']) or 'none'}, "
+            f"τ=0 {_join(comparison['baseline_seeds_left_out']) or 'none'}."
+        )
 
 
 def _matrix(

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from regtune.core.errors import RegtuneError
+
 if TYPE_CHECKING:
     import datasets
     import torch
@@ -161,7 +163,7 @@ class Task(ABC):
         self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
     ) -> list[ExplainInput]:
         """One fixed token sequence per example, the same for every model of one base."""
-        raise NotImplementedError(f"task {self.name} has no explanations")
+        raise RegtuneError(f"task {self.name} has no explanations yet (regtune explain / analyze)")
 
     def input_settings(self, model: PreTrainedModel) -> dict[str, Any]:
         """The settings that fix an explained input's tokens (recorded beside explanations)."""
@@ -174,15 +176,15 @@ class Task(ABC):
 
         QA: the predicted answer span and None. Classification: ([CLS], [CLS]) and the predicted class.
         """
-        raise NotImplementedError(f"task {self.name} has no explanations")
+        raise RegtuneError(f"task {self.name} has no explanations yet (regtune explain / analyze)")
 
     def explain_score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
         """The explained logit per row of a model output: (B,)."""
-        raise NotImplementedError(f"task {self.name} has no explanations")
+        raise RegtuneError(f"task {self.name} has no explanations yet (regtune explain / analyze)")
 
     def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
         """The probability of the explained prediction per row (B,), which faithfulness tracks."""
-        raise NotImplementedError(f"task {self.name} has no explanations")
+        raise RegtuneError(f"task {self.name} has no explanations yet (regtune explain / analyze)")
 
     def explain_rows(self, span: tuple[int, int], target: str) -> list[int]:
         """Text-token positions whose final states make the explained output (attention-gradient rows)."""
