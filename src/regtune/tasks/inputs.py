@@ -74,3 +74,10 @@ class ExplainInput:
                 [self.token_type_ids] * repeat, dtype=torch.long, device=device
             )
         return out
+
+
+def structural_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of [CLS]/[SEP] (or <s>/</s>): the tokens an input's ``cls``/``sep`` kinds mark. [UNK] and [PAD]
+    are not among them: [UNK] stands for text (common for TyDi text under an English vocabulary)."""
+    ids = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from regtune.tasks.classification.data import ClassificationExample
-from regtune.tasks.inputs import ExplainInput, TokenKind
+from regtune.tasks.inputs import ExplainInput, TokenKind, structural_token_ids
 
 #: What a classification attribution explains: the logit of the predicted class.
 TARGETS: tuple[str, ...] = ("class",)
@@ -32,16 +32,7 @@ def build_explain_inputs(
     labels: Sequence[str],
 ) -> list[ExplainInput]:
     """One input per example, truncated like training; ``gold_label`` is the gold label's id."""
-    special_ids = {
-        i
-        for i in (
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-            tokenizer.bos_token_id,
-            tokenizer.eos_token_id,
-        )
-        if i is not None
-    }
+    special_ids = structural_token_ids(tokenizer)
     index = {label: i for i, label in enumerate(labels)}
     inputs = []
     for example in examples:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from regtune.tasks.inputs import ExplainInput, TokenKind
+from regtune.tasks.inputs import ExplainInput, TokenKind, structural_token_ids
 from regtune.tasks.qa.data import QAExample
 from regtune.tasks.qa.features import prepare_eval_features
 from regtune.tasks.qa.postprocess import Offset, best_spans
@@ -59,16 +59,7 @@ def build_explain_inputs(
         if qid not in chosen or span is not None:
             chosen[qid] = (window, span)
     # Structural tokens only: [UNK] (common for TyDi text under an English vocabulary) is question text.
-    special_ids = {
-        i
-        for i in (
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-            tokenizer.bos_token_id,
-            tokenizer.eos_token_id,
-        )
-        if i is not None
-    }
+    special_ids = structural_token_ids(tokenizer)
     inputs = []
     for example in examples:
         window, span = chosen[example.id]
