@@ -275,23 +275,37 @@ def _summary_table(summary: Sequence[Mapping[str, Any]], heading: str = "Summary
     return f"<h2>{_e(heading)}</h2>{records_table(summary)}"
 
 
-def _legend(compare: bool) -> str:
+def _legend(compare: bool, sentences: bool = False) -> str:
+    """How to read the page; ``sentences`` for classified sentences (one block, [CLS] outlined)."""
     blank = "\u2002"  # an en space: a legend swatch needs a width
     scale = "".join(_cell(blank, (f"n{k}",)) for k in range(BINS, 0, -1))
     scale += _cell("0", ()) + "".join(_cell(blank, (f"p{k}",)) for k in range(1, BINS + 1))
     rows = "rows of model A and model B one above the other per method" if compare else "one row per method"
+    if sentences:
+        layout = f"Each sentence has one block with {rows}, under its gold label and each model's prediction"
+        covered = "[CLS]/[SEP] included"
+        marks = (
+            "<span class=tok><i class=P title=cls>[CLS]</i> <i class=s title=special>[SEP]</i> "
+            '<i class="x" title=nan>nan</i></span>: [CLS], whose final state the classifier reads, is '
+            "outlined, special tokens muted, non-finite scores hatched."
+        )
+    else:
+        layout = f"Each question has a question block and a context block with {rows}"
+        covered = "[CLS]/[SEP] and question included"
+        marks = (
+            "<span class=tok><i class=P title=span>predicted</i> <i class=G title=gold>gold</i> "
+            '<i class=s title=special>[CLS]</i> <i class="x" title=nan>nan</i></span>: the explained '
+            "predicted span is outlined, the gold span underlined, special tokens muted, non-finite scores "
+            "hatched."
+        )
     return (
-        "<div class=aid><b>How to read this page.</b> Each question has a question block and a context "
-        f"block with {rows}. Colour: <span class=tok>−max {scale} +max</span>, red for positive and blue "
-        "for negative attribution, intensity |a|/max|a| over the row's text tokens ([CLS]/[SEP] and "
-        "question included), so rows compare by pattern, not by size. Hover a cell for its exact score, a "
-        "row label for the explained target and output. "
-        "<span class=tok><i class=P title=span>predicted</i> <i class=G title=gold>gold</i> "
-        '<i class=s title=special>[CLS]</i> <i class="x" title=nan>nan</i></span>: the explained '
-        "predicted span is outlined, the gold span underlined, special tokens muted, non-finite scores "
-        "hatched. The strip <span class=rs><i title=register>R0</i></span> before [CLS] holds the "
-        "registers on their own scale (|r|/max|r| over registers), followed by their share of all "
-        "absolute attribution; a model without registers has no strip.</div>"
+        f"<div class=aid><b>How to read this page.</b> {layout}. Colour: <span class=tok>−max {scale} +max"
+        "</span>, red for positive and blue for negative attribution, intensity |a|/max|a| over the row's "
+        f"text tokens ({covered}), so rows compare by pattern, not by size. Hover a cell for its exact "
+        f"score, a row label for the explained target and output. {marks} The strip "
+        "<span class=rs><i title=register>R0</i></span> before [CLS] holds the registers on their own "
+        "scale (|r|/max|r| over registers), followed by their share of all absolute attribution; a model "
+        "without registers has no strip.</div>"
     )
 
 
@@ -313,7 +327,8 @@ def _page(
 ) -> str:
     figures = "".join(png_figure(p) for p in images)  # read first: a missing image fails before any HTML
     toc = "".join(f"<li><a href=#q{i}>{_e(inp.question_id)}</a></li>" for i, inp in enumerate(inputs))
-    parts = [*page_head(title, _CSS, subtitle), _legend(compare)]
+    sentences = any("text" in inp.kinds for inp in inputs)
+    parts = [*page_head(title, _CSS, subtitle), _legend(compare, sentences=sentences)]
     if notes:
         parts.append(_notes(notes))
     parts.append(_summary_table(summary))
