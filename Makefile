@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 explain-study bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,20 @@ study-sst2: setup
 	$(VENV)/bin/regtune sweep --registers 0,8 --seeds 1,2,3,4,5 \
 		--train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv --output-dir $(SST2_STUDY_DIR)
 	$(VENV)/bin/regtune report $(SST2_STUDY_DIR) --export $(SST2_RESULTS)
+
+# Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
+# on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).
+SST2_EXPLAIN_DIR ?= runs/explain-sst2-minilm
+SST2_MODELS = --model $(SST2_STUDY_DIR)/runs/tau0-seed1/model --compare $(SST2_STUDY_DIR)/runs/tau8-seed1/model
+explain-study-sst2: setup
+	$(VENV)/bin/regtune explain $(SST2_MODELS) --dev $(SST2_DATA)/dev.tsv --num-examples 300 \
+		--page-questions 60 --output-dir $(SST2_EXPLAIN_DIR)/explain
+	$(VENV)/bin/regtune analyze $(SST2_MODELS) --dev $(SST2_DATA)/dev.tsv --num-examples 300 \
+		--output-dir $(SST2_EXPLAIN_DIR)/analyze
+	mkdir -p $(SST2_RESULTS) && rm -rf $(SST2_RESULTS)/explain $(SST2_RESULTS)/analyze
+	cp -r $(SST2_EXPLAIN_DIR)/explain $(SST2_EXPLAIN_DIR)/analyze $(SST2_RESULTS)/
+	rm -rf $(SST2_RESULTS)/explain/cache
+	gzip -9 $(SST2_RESULTS)/explain/attributions.json
 
 # Issue #5 on real data: attributions, artifacts and register roles of the study's τ=0 and τ=8 models
 # (seed 1) on 200 TyDi en dev questions (ablation: all 440). Needs `make study` first (or its two runs).
