@@ -415,6 +415,23 @@ def test_explain_model_caches_and_resumes(tokenizer, tmp_path: Path, monkeypatch
     assert any(r["metric"] == "agreement" for r in rows)
 
 
+def test_every_method_of_every_model_has_its_own_cache(tokenizer, tmp_path: Path) -> None:
+    """Two models and two methods in one cache folder: four files, and model B never reads model A's."""
+    inputs = build_explain_inputs([_example("a"), _example("b")], tokenizer)
+    config = ExplainConfig(methods=("ig", "attn-grad"), n_steps=8, n_boot=200)
+    results = {}
+    for label, tau in (("A", 0), ("B", 2)):
+        results[label] = explain_model(
+            _tiny_qa(tokenizer, tau), inputs, config, replace_id=tokenizer.mask_token_id,
+            cache_dir=tmp_path, label=label, progress=False,
+        )  # fmt: skip
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["A.attn-grad.jsonl", "A.ig.jsonl", "B.attn-grad.jsonl", "B.ig.jsonl"]
+    a, b = results["A"]["attn-grad"][0].attribution, results["B"]["attn-grad"][0].attribution
+    assert a.registers.size == 0 and b.registers.size == 2
+    assert not np.allclose(a.text, b.text)
+
+
 def test_output_dir_refuses_other_settings(tmp_path: Path) -> None:
     prepare_output_dir(tmp_path / "x", {"a": 1})
     prepare_output_dir(tmp_path / "x", {"a": 1})

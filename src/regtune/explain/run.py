@@ -202,8 +202,13 @@ def explain_model(
                 if result is None:
                     if item.question_id not in predictions:
                         predictions[item.question_id] = method.prediction(item)
-                    span, label = predictions[item.question_id]
-                    attribution = method.attribute(item, target=config.target, span=span, label=label)  # type: ignore[arg-type]
+                    span, class_id = predictions[item.question_id]
+                    attribution = method.attribute(
+                        item,
+                        target=config.target,  # type: ignore[arg-type]
+                        span=span,
+                        label=class_id,
+                    )
                     metrics = question_metrics(model, item, attribution, replace_id=replace_id)
                     metrics.update(_diagnostics(attribution))
                     record = QuestionResult(attribution, metrics).to_dict()
