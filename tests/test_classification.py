@@ -161,6 +161,7 @@ def test_predict_input_errors_are_one_line(
         (["--question", "q?", "--context", "c"], "needs --text"),
         (["--text", "ok", "--text-pair", "more"], "trained on single sentences"),
         (["--file", str(tmp_path / "none.tsv")], "--file needs --output"),
+        (["--task", "qa", "--text", "fine"], "--task qa: "),
         (["--file", str(_no_text(tmp_path)), "--output", str(tmp_path / "o.jsonl")], "no column 'sentence'"),
         (
             ["--file", str(_all_bad(tmp_path)), "--output", str(tmp_path / "o.jsonl")],

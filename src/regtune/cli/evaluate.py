@@ -7,6 +7,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from regtune.cli.common import TASK_CHECK_HELP, add_task_argument, check_task
 from regtune.core.errors import RegtuneError
 from regtune.core.precision import PRECISIONS
 from regtune.tasks import TASKS
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="folder written by regtune train (DIR/model)")
     p.add_argument("--dev", required=True, help="file to score, in the format of the model's task")
+    add_task_argument(p, TASK_CHECK_HELP)
     p.add_argument(
         "--output-dir", help="also write metrics.json, predictions.json and per-example scores here"
     )
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from regtune.tasks import task_of_model
     from regtune.training.trainer import write_evaluation
 
+    check_task(args.task, args.model)
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.model)
     task = task_of_model(model.config)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from regtune.cli.common import TASK_CHECK_HELP, add_task_argument, check_task
 from regtune.core.errors import RegtuneError
 
 _EPILOG = """\
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="folder written by regtune train (DIR/model)")
+    add_task_argument(p, TASK_CHECK_HELP)
     p.add_argument("--question", help="QA: the question")
     p.add_argument("--context", help="QA: the passage that holds the answer")
     p.add_argument("--text", help="classification: the sentence")
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise RegtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_task(args.task, args.model)
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.model)
     task = task_of_model(model.config)
