@@ -34,7 +34,13 @@ from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
 from regtune.core.io import atomic_write_json, atomic_write_text
 from regtune.tasks import Task, get_task
 from regtune.tasks.qa.data import TYDI_LANGUAGES
-from regtune.training.config import TrainConfig, environment_versions, preset_values, resolve_config
+from regtune.training.config import (
+    TrainConfig,
+    environment_versions,
+    preset_values,
+    resolve_config,
+    saved_run_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -363,8 +369,7 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
     saved_file = spec.dir / "config.json"
     if not saved_file.exists():
         return spec.config
-    saved = json.loads(saved_file.read_text(encoding="utf-8"))["config"]
-    saved.setdefault("task", "qa")  # run folders from before tasks existed are QA runs
+    saved = saved_run_config(saved_file)
     current = spec.config.to_dict()
     adopt = {k: saved[k] for k in EXECUTION_OPTIONS if k in saved}
     for key in ("output_dir", "train_file", "dev_file"):

@@ -9,8 +9,10 @@ checked, and only that task reads them.
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from regtune.core.errors import ConfigError, check_known_fields
@@ -115,6 +117,13 @@ class TrainConfig(ClassificationOptions, QAOptions):
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         check_known_fields(cls, data, "config keys")
         return cls(**data)
+
+
+def saved_run_config(run_config_file: Path) -> dict[str, Any]:
+    """The ``config`` object of a run's config.json; run folders from before tasks existed are QA runs."""
+    saved = json.loads(run_config_file.read_text(encoding="utf-8"))["config"]
+    saved.setdefault("task", "qa")
+    return saved
 
 
 def task_options() -> set[str]:

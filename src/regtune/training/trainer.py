@@ -48,7 +48,7 @@ from regtune.core.io import atomic_write_json, atomic_write_text
 from regtune.core.precision import resolve_attn_implementation, resolve_precision
 from regtune.core.registers import CONFIG_KEY, add_registers, register_parameters
 from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
-from regtune.training.config import TrainConfig, environment_versions
+from regtune.training.config import TrainConfig, environment_versions, saved_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +199,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     config_file = run_dir / "config.json"
     if not config_file.exists():
         return None
-    saved, current = json.loads(config_file.read_text())["config"], config.to_dict()
-    saved.setdefault("task", "qa")  # run folders from before tasks existed are QA runs
+    saved, current = saved_run_config(config_file), config.to_dict()
     if saved != current:
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise RegtuneError(
