@@ -468,3 +468,13 @@ def test_adding_registers_twice_raises() -> None:
     stock_like = add_registers(tiny_model("bert"), 0)  # τ=0 attaches too
     with pytest.raises(RegtuneError, match="already has registers"):
         add_registers(stock_like, 2)
+
+
+def test_unsupported_encoders_are_refused_with_the_list() -> None:
+    # DeBERTa-v2 computes relative positions inside its layers, which the encoder hooks do not handle.
+    from transformers import DebertaV2Config, DebertaV2ForQuestionAnswering
+
+    config = DebertaV2Config(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                             intermediate_size=64)  # fmt: skip
+    with pytest.raises(RegtuneError, match=r"model_type 'deberta-v2'\) is not supported.*bert, distilbert"):
+        add_registers(DebertaV2ForQuestionAnswering(config), TAU)

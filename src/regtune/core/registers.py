@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
+from regtune.core.causal import attach_causal
 from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
 
 logger = logging.getLogger(__name__)
@@ -252,6 +253,30 @@ def split_registers(
     return regs, text
 
 
+#: Encoder families the four encoder hooks handle: absolute learned positions, a 2-D mask argument, and
+#: an ``embeddings`` module whose output feeds the first layer. Relative or rotary encoders (DeBERTa-v2,
+#: ModernBERT) are not among them: their positions are computed inside the layers.
+ENCODER_MODEL_TYPES = ("bert", "distilbert", "electra", "roberta", "xlm-roberta")
+#: Decoder-only families whose base model takes ``inputs_embeds``, ``position_ids`` and a 2-D mask and
+#: computes RoPE or learned positions from those position ids (see :mod:`regtune.core.causal`).
+CAUSAL_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+
+
+def is_causal_model(model: nn.Module) -> bool:
+    """Whether ``model`` is one of the supported decoder-only families."""
+    return getattr(getattr(model, "config", None), "model_type", None) in CAUSAL_MODEL_TYPES
+
+
+def check_supported(model: nn.Module) -> None:
+    """Refuse, in one line, a model family the register hooks were not written and tested for."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ENCODER_MODEL_TYPES + CAUSAL_MODEL_TYPES:
+        raise RegtuneError(
+            f"{type(model).__name__} (model_type {model_type!r}) is not supported; registers work with the "
+            f"encoders {', '.join(ENCODER_MODEL_TYPES)} and the causal LMs {', '.join(CAUSAL_MODEL_TYPES)}"
+        )
+
+
 def _entry_module(base: nn.Module) -> nn.Module:
     """The module whose output feeds the first transformer layer, at ``hidden_size``."""
     # ELECTRA projects embeddings (embedding_size) up to hidden_size before the encoder.
@@ -291,10 +316,13 @@ def _init_tokens(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, 
     if config.num_registers == 0:
         return
     if config.init is RegisterInit.VOCAB:
-        embeddings = base.embeddings
-        vocab_size = embeddings.word_embeddings.num_embeddings
+        vocab_size = base.get_input_embeddings().num_embeddings
         # Distinct token ids, so that every register starts distinct from the others.
         ids = torch.randperm(vocab_size)[: config.num_registers].unsqueeze(0).to(tokens.device)
+        if entry is base.get_input_embeddings():  # a causal LM: its registers replace token embeddings
+            tokens.copy_(entry(ids)[0].to(tokens.dtype))
+            return
+        embeddings = base.embeddings
         was_training = base.training
         base.eval()  # no dropout in the sampled rows
         try:
@@ -317,14 +345,18 @@ def add_registers(
     init: RegisterInit | str = RegisterInit.TRUNC_NORMAL,
     init_std: float | None = None,
 ) -> PreTrainedModel:
-    """Give a stock ``transformers`` encoder ``num_registers`` learned register tokens, in place.
+    """Give a stock ``transformers`` encoder or causal LM ``num_registers`` learned register tokens, in place.
 
     The model keeps its forward inputs and output types. Task logits and losses cover text tokens
     only; ``output_hidden_states`` and eager ``output_attentions`` include the registers (R+N).
+    On a causal LM the registers go in once per sequence, before the text, at position
+    :data:`~regtune.core.causal.REGISTER_POSITION`; ``generate()`` works unchanged
+    (see :mod:`regtune.core.causal`).
 
     Args:
-        model: a BERT / RoBERTa / XLM-R / ELECTRA / DistilBERT model, bare or with a task head
-            (``*ForQuestionAnswering``, ``*ForSequenceClassification``, ...).
+        model: an encoder of :data:`ENCODER_MODEL_TYPES` (BERT, DistilBERT, ELECTRA, RoBERTa, XLM-R) or a
+            causal LM of :data:`CAUSAL_MODEL_TYPES` (GPT-2, Llama, Mistral, Qwen2, Qwen3), bare or with a
+            task head (``*ForQuestionAnswering``, ``*ForSequenceClassification``, ``*ForCausalLM``, ...).
         num_registers: τ, the number of registers; 0 leaves the model's outputs unchanged.
         placement: ``prepend`` (default) or ``after_cls``.
         init: ``trunc_normal`` (std 0.02), ``tiny_normal`` (std 1e-6) or ``vocab``.
@@ -339,13 +371,16 @@ def add_registers(
 
 
 def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool) -> PreTrainedModel:
-    """Install the register module and its four hooks (see the module docstring)."""
+    """Install the register module and its hooks: four for an encoder (see the module docstring), two for
+    a causal LM (see :mod:`regtune.core.causal`)."""
+    check_supported(model)
     base = _base_model(model)
     if get_register_module(model) is not None:
         raise RegtuneError(f"{type(model).__name__} already has registers; add them once")
-    if getattr(base.config, "is_decoder", False):
-        raise RegtuneError("registers are for bidirectional encoders; this model is configured as a decoder")
-    entry = _entry_module(base)
+    causal = is_causal_model(model)
+    if causal and config.placement is not RegisterPlacement.PREPEND:
+        raise ConfigError("a causal model takes its registers before the text: placement must be 'prepend'")
+    entry = base.get_input_embeddings() if causal else _entry_module(base)
     reference = next(entry.parameters())
     module = RegisterTokens(config, base.config.hidden_size).to(
         device=reference.device, dtype=reference.dtype
@@ -353,6 +388,11 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     if initialize:
         _init_tokens(module.tokens.data, config, base, entry)
     base.add_module(MODULE_NAME, module)
+    model.num_registers = config.num_registers
+    setattr(model.config, CONFIG_KEY, config.to_dict())
+    if causal:
+        attach_causal(base, module)
+        return model
 
     def extend_mask(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         # attention_mask is the 2nd positional argument of every supported base model's forward.
@@ -380,9 +420,6 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)
     base.register_forward_hook(drop_registers)
-
-    model.num_registers = config.num_registers
-    setattr(model.config, CONFIG_KEY, config.to_dict())
     return model
 
 
