@@ -197,6 +197,42 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+#: A chat template small enough for the bundled BERT vocabulary (it lower-cases and splits the markers).
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|> {{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def save_tiny_lm(folder: Path, *, chat: bool) -> Path:
+    """A tiny random ``LlamaForCausalLM`` with the bundled tokenizer ([SEP] as EOS), saved offline."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from regtune.core.hub import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm-l6")
+    tokenizer.eos_token = tokenizer.sep_token
+    if chat:
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a chat template (see :func:`save_tiny_lm`)."""
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-llama"), chat=True)
+
+
 @pytest.fixture(scope="session")
 def make_config(tiny_model_dir: Path, tiny_squad: SquadPair) -> Callable[..., Any]:
     """``make_config(output_dir, **overrides)``: the fast tiny-model TrainConfig."""

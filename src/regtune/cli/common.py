@@ -20,8 +20,9 @@ CHOICES = {
 }
 
 TASK_HELP = (
-    "what to fine-tune: 'qa' (extractive QA, SQuAD-1.1 JSON) or 'classification' (TSV/CSV/JSONL with "
-    "--text-column/--label-column) (default: inferred from the training file's extension)"
+    "what to fine-tune: 'qa' (extractive QA, SQuAD-1.1 JSON), 'classification' (TSV/CSV/JSONL with "
+    "--text-column/--label-column) or 'generative-qa' (causal LMs such as smollm2-135m: answers generated "
+    "from the same SQuAD JSON) (default: inferred from the training file's extension; JSON means 'qa')"
 )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from regtune.core.errors import ConfigError
 from regtune.tasks.base import TASK_KEY, Evaluation, Task, TaskData
 from regtune.tasks.classification.task import ClassificationTask
+from regtune.tasks.generative_qa.task import GenerativeQATask
 from regtune.tasks.qa.task import QATask
 
 #: Task name -> the task; the first is the default.
-TASKS: dict[str, Task] = {task.name: task for task in (QATask(), ClassificationTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (QATask(), ClassificationTask(), GenerativeQATask())}
 
 
 def get_task(name: str) -> Task:

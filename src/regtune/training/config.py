@@ -20,11 +20,12 @@ from regtune.core.precision import check_attn_implementation, check_precision
 from regtune.core.registers import RegisterConfig
 from regtune.tasks import TASKS, get_task
 from regtune.tasks.classification.task import ClassificationOptions
+from regtune.tasks.generative_qa.task import GenerativeQAOptions
 from regtune.tasks.qa.task import QAOptions
 
 
 @dataclass
-class TrainConfig(ClassificationOptions, QAOptions):
+class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
     """Settings of one ``regtune train`` run: the shared ones here, each task's own inherited."""
 
     model: str = field(default="minilm-l6", metadata={"help": "Short name, local folder or Hub id."})

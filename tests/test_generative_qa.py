@@ -1,0 +1,198 @@
+"""Generative QA: the prompt and its long-context rule, answer-only labels, batched decoding, scoring,
+and a tiny causal LM with registers trained, saved, reloaded and scored end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer
+
+from conftest import TINY_CHAT_TEMPLATE, save_tiny_lm
+from regtune.core.errors import ConfigError, RegtuneError
+from regtune.core.registers import get_register_config, load_model
+from regtune.tasks import get_task
+from regtune.tasks.generative_qa import evaluation as gen_eval
+from regtune.tasks.generative_qa.evaluation import GenerativeQASettings, first_line, generate_answers
+from regtune.tasks.generative_qa.features import IGNORE, CausalCollator, train_rows
+from regtune.tasks.generative_qa.prompt import INSTRUCTION, build_prompt, prompt_text, token_ids
+from regtune.tasks.qa.data import Answer, QAExample
+
+CONTEXT = " ".join(f"word{i} is here." for i in range(60))  # ~300 tokens of distinct words
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_lm_dir: Path):
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+
+@pytest.fixture(scope="module")
+def plain_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-llama-plain"), chat=False)
+
+
+def _example(qid: str, answer: str, context: str = CONTEXT, question: str = "where is it?") -> QAExample:
+    start = context.index(answer)
+    return QAExample(id=qid, question=question, context=context, answers=(Answer(answer, start),))
+
+
+def test_prompt_uses_the_chat_template_or_the_plain_cue(tokenizer, plain_lm_dir: Path) -> None:
+    chat = prompt_text(tokenizer, "q?", "ctx")
+    assert chat.startswith("<|user|> " + INSTRUCTION) and chat.endswith("<|assistant|> ")
+    plain = prompt_text(AutoTokenizer.from_pretrained(plain_lm_dir), "q?", "ctx")
+    assert plain == f"{INSTRUCTION}\n\nPassage: ctx\n\nQuestion: q?\n\nAnswer:"
+    assert tokenizer.chat_template == TINY_CHAT_TEMPLATE
+
+
+def test_short_prompts_are_kept_whole(tokenizer) -> None:
+    prompt = build_prompt(tokenizer, "where?", "a short passage.", budget=200)
+    assert not prompt.truncated and prompt.context_chars == len("a short passage.")
+    assert prompt.input_ids == token_ids(tokenizer, prompt_text(tokenizer, "where?", "a short passage."))
+
+
+@pytest.mark.parametrize("budget", [40, 64, 100])
+def test_long_contexts_lose_their_end_never_the_question(tokenizer, budget: int) -> None:
+    prompt = build_prompt(tokenizer, "what is the unusual question?", CONTEXT, budget=budget)
+    assert prompt.truncated and len(prompt.input_ids) <= budget
+    text = tokenizer.decode(prompt.input_ids)
+    assert "what is the unusual question?" in text  # the question survives, after the passage
+    assert 0 < prompt.context_chars < len(CONTEXT)
+    # The kept part is the passage's start, cut at a token boundary: the rebuilt prompt is the same.
+    rebuilt = token_ids(
+        tokenizer, prompt_text(tokenizer, "what is the unusual question?", CONTEXT[: prompt.context_chars])
+    )
+    assert rebuilt == prompt.input_ids
+    # One more token of context would not have fit.
+    longer = build_prompt(tokenizer, "what is the unusual question?", CONTEXT, budget=budget + 8)
+    assert longer.context_chars > prompt.context_chars
+
+
+def test_a_question_too_long_for_the_budget_is_an_error(tokenizer) -> None:
+    with pytest.raises(RegtuneError, match=r"without its passage takes .* tokens"):
+        build_prompt(tokenizer, "why " * 50, CONTEXT, budget=30)
+
+
+def test_train_rows_put_the_loss_on_the_answer_and_eos_only(tokenizer) -> None:
+    examples = [_example("a", "word1 is here"), _example("b", "word55 is here")]
+    columns, counts = train_rows(examples, tokenizer, max_length=96)
+    # "word55" lies beyond what 96 tokens keep: left out and counted, never trained on a lost answer.
+    assert counts == {"truncated": 2, "answer_cut": 1}
+    assert len(columns["input_ids"]) == 1
+    ids, labels = columns["input_ids"][0], columns["labels"][0]
+    assert len(ids) == len(labels) == columns["length"][0] <= 96
+    target = [t for t in labels if t != IGNORE]
+    assert tokenizer.decode(target) == "word1 is here [SEP]"  # the answer, then EOS
+    assert labels[: len(ids) - len(target)] == [IGNORE] * (len(ids) - len(target))
+    assert ids[-len(target) :] == target
+
+
+def test_collator_pads_right_with_ignored_labels(tokenizer) -> None:
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    batch = CausalCollator(tokenizer)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, tokenizer.pad_token_id, tokenizer.pad_token_id]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_model_loss_is_the_mean_over_answer_tokens(tiny_lm_dir: Path, tokenizer) -> None:
+    model = _with_registers(tiny_lm_dir, 3)
+    columns, _ = train_rows([_example("a", "word1 is here"), _example("b", "word2 is here")], tokenizer,
+                            max_length=400)  # fmt: skip
+    batch = CausalCollator(tokenizer)([{k: columns[k][i] for k in ("input_ids", "labels")} for i in range(2)])
+    out = model(**batch)
+    logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]  # next-token prediction
+    expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    assert (labels != IGNORE).sum() == 2 * len(token_ids(tokenizer, "word1 is here[SEP]"))
+
+
+def _with_registers(folder: Path, tau: int):
+    from transformers import AutoModelForCausalLM
+
+    from regtune.core.registers import add_registers
+
+    torch.manual_seed(0)
+    return add_registers(AutoModelForCausalLM.from_pretrained(folder), tau).eval()
+
+
+def test_batched_generation_matches_one_at_a_time(tiny_lm_dir: Path, tokenizer) -> None:
+    model = _with_registers(tiny_lm_dir, 4)
+    contexts = [CONTEXT[:60], CONTEXT[:500], CONTEXT, CONTEXT[:20]]  # different lengths: left padding
+    examples = [_example(str(i), "word0 is here", c) for i, c in enumerate(contexts)]
+    settings = GenerativeQASettings(max_length=128, max_new_tokens=6, precision="fp32")
+    together, prompts = generate_answers(model, tokenizer, examples, settings, batch_size=4, progress=False)
+    alone, _ = generate_answers(model, tokenizer, examples, settings, batch_size=1, progress=False)
+    assert together == alone
+    assert [p.truncated for p in prompts] == [False, True, True, False]
+    assert all(len(p.input_ids) <= 128 - 6 for p in prompts)
+
+
+def test_first_line_keeps_the_answer_only() -> None:
+    assert first_line("\n  Paris \nThe capital is Paris.") == "Paris"
+    assert first_line("") == ""
+
+
+def test_scores_are_official_squad_against_every_reference(tiny_lm_dir: Path, tokenizer, monkeypatch) -> None:
+    examples = [
+        QAExample("q1", "?", "the cat sat", (Answer("cat", 4), Answer("the cat", 0))),
+        QAExample("q2", "?", "a dog ran", (Answer("dog", 2),)),
+    ]
+    generated = ["The cat", "a red dog"]  # EM via the second reference; F1 2/3 (article "a" dropped)
+    prompts = [build_prompt(tokenizer, e.question, e.context, budget=100) for e in examples]
+    monkeypatch.setattr(gen_eval, "generate_answers", lambda *a, **k: (generated, prompts))
+    result = gen_eval.evaluate_generative_qa(
+        None, tokenizer, examples, GenerativeQASettings(), progress=False
+    )
+    assert result.per_example == {
+        "q1": {"exact_match": 1.0, "f1": 1.0},
+        "q2": {"exact_match": 0.0, "f1": 2 / 3},
+    }
+    assert result.metrics["exact_match"] == 50.0 and result.metrics["num_truncated_prompts"] == 0
+    assert result.predictions == {"q1": "The cat", "q2": "a red dog"}
+
+
+def test_settings_refuse_a_cap_beyond_the_length() -> None:
+    with pytest.raises(ConfigError, match="max_new_tokens must be in"):
+        GenerativeQASettings(max_length=64, max_new_tokens=64)
+
+
+def test_train_save_load_and_score_end_to_end(tiny_lm_dir: Path, tiny_squad, tmp_path: Path) -> None:
+    from regtune.training.config import resolve_config
+    from regtune.training.trainer import train_model
+
+    config = resolve_config(
+        "default", task="generative-qa", model=str(tiny_lm_dir), train_file=str(tiny_squad.train),
+        dev_file=str(tiny_squad.dev), output_dir=str(tmp_path / "run"), num_registers=4, register_lr=1e-2,
+        max_steps=4, batch_size=4, max_length=128, max_new_tokens=8, lr=1e-3,
+    )  # fmt: skip
+    before = _with_registers(tiny_lm_dir, 0)
+    metrics = train_model(config, progress=False)
+    assert metrics["task"] == "generative-qa" and metrics["train_steps"] == 4
+    assert metrics["num_questions"] == len(json.loads((tmp_path / "run/per_question.json").read_text()))
+    assert {"exact_match", "f1", "num_truncated_prompts", "eval_seconds"} <= metrics.keys()
+    assert metrics["num_train_prompts"] <= metrics["num_train_questions"]
+    model = load_model(tmp_path / "run/model").eval()
+    assert get_register_config(model).num_registers == 4
+    moved = (model.model.embed_tokens.weight - before.model.embed_tokens.weight).abs().max()
+    assert moved > 0  # the backbone trained too
+    # Scoring the saved model again gives the same answers as the run's own evaluation.
+    task = get_task("generative-qa")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run/model")
+    data = task.read_for_model(str(tiny_squad.dev), model)
+    again = task.evaluate(model, tokenizer, data, progress=False)
+    assert again.predictions == json.loads((tmp_path / "run/predictions.json").read_text())
+
+
+def test_generative_qa_refuses_an_encoder(tiny_model_dir: Path, tiny_squad, tmp_path: Path) -> None:
+    from regtune.training.config import resolve_config
+    from regtune.training.trainer import train_model
+
+    config = resolve_config(
+        "default", task="generative-qa", model=str(tiny_model_dir), train_file=str(tiny_squad.train),
+        dev_file=str(tiny_squad.dev), output_dir=str(tmp_path / "run"), max_steps=1, max_length=128,
+    )  # fmt: skip
+    with pytest.raises(RegtuneError, match="generative QA needs a causal LM"):
+        train_model(config, progress=False)
