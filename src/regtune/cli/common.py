@@ -118,11 +118,12 @@ def check_task(given: str | None, *model_dirs: str | None) -> None:
         return
     from transformers import AutoConfig
 
+    from regtune.core.hub import resolve_model_name
     from regtune.tasks import task_of_model
 
     for folder in filter(None, model_dirs):
         try:
-            trained = task_of_model(AutoConfig.from_pretrained(folder)).name
+            trained = task_of_model(AutoConfig.from_pretrained(resolve_model_name(folder))).name
         except (OSError, ValueError) as err:
             raise RegtuneError(f"{folder}: not a saved model folder ({err.__class__.__name__})") from err
         if trained != given:

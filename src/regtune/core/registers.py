@@ -38,6 +38,7 @@ from transformers import AutoConfig, PreTrainedModel
 
 from regtune.core.causal import attach_causal
 from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
+from regtune.core.hub import resolve_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -466,12 +467,13 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
     ``config.regtune_registers``. Only safetensors are read and remote code is never trusted.
 
     Args:
-        path: a folder written by ``save_pretrained`` (or a Hub id of one).
+        path: a folder written by ``save_pretrained``, a Hub id of one, or an embedded model's short name
+            (``minilm-l6``, ``smollm2-135m``; see :data:`regtune.core.hub.EMBEDDED_MODELS`).
         **from_pretrained_kwargs: passed on to ``from_pretrained`` (e.g. ``dtype``, ``device_map``).
     """
     import transformers
 
-    path = str(path)
+    path = resolve_model_name(str(path))
     from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)

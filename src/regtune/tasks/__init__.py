@@ -31,11 +31,17 @@ def infer_task(path: str) -> str | None:
 
 
 def task_of_model(model_config: object) -> Task:
-    """The task a saved regtune model was fine-tuned for (models from before tasks existed are QA)."""
+    """The task a saved regtune model was fine-tuned for; a stock model's by its head (QA for an encoder
+    with no head: models from before tasks existed)."""
     name = getattr(model_config, TASK_KEY, None)
     if name is None:
         architectures = getattr(model_config, "architectures", None) or []
-        name = "classification" if any("SequenceClassification" in a for a in architectures) else "qa"
+        if any("SequenceClassification" in a for a in architectures):
+            name = "classification"
+        elif any("CausalLM" in a or "LMHeadModel" in a for a in architectures):
+            name = "generative-qa"  # a stock causal LM, e.g. scored zero-shot
+        else:
+            name = "qa"
     return get_task(name)
 
 
