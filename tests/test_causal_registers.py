@@ -241,3 +241,27 @@ def test_vocab_init_copies_token_embeddings(family: str) -> None:
     matches = [(table - row).abs().max(-1).values.argmin().item() for row in tokens]
     assert all((table[i] - row).abs().max() == 0 for i, row in zip(matches, tokens, strict=True))
     assert len(set(matches)) == TAU
+
+
+@families
+@pytest.mark.parametrize("left_pad", [True, False])
+def test_classification_pools_the_last_real_text_token(family: str, left_pad: bool) -> None:
+    # *ForSequenceClassification of a causal LM reads the last non-pad token of input_ids; the registers
+    # are cut off before its head, so that index is the text's own, never a register or a pad.
+    from transformers import AutoModelForSequenceClassification
+
+    from tiny_causal import tiny_lm_config
+
+    config = tiny_lm_config(family, "sdpa")
+    config.num_labels = 3
+    torch.manual_seed(0)
+    model = add_registers(AutoModelForSequenceClassification.from_config(config).eval(), TAU)
+    batch = tiny_prompts(left_pad=left_pad)
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    last_layer = out.hidden_states[-1][:, TAU:]  # (B, N, H): text part of the final (normed) states
+    mask = batch["attention_mask"]
+    width = mask.shape[1]
+    last = torch.full((3,), width - 1) if left_pad else width - 1 - mask.flip(-1).argmax(-1)
+    expected = model.score(last_layer[torch.arange(3), last])  # (B, 3)
+    assert (out.logits - expected).abs().max() <= TOL

@@ -15,6 +15,7 @@ import torch
 
 from conftest import SstSlice
 from regtune.cli import main as cli
+from regtune.core.hub import load_tokenizer
 from regtune.core.registers import get_register_config, load_model, split_registers
 from regtune.tasks import TASK_KEY, get_task, task_of_model
 from regtune.tasks.classification.data import read_classification
@@ -43,9 +44,8 @@ def cls_config(tiny_model_dir: Path, sst2_slice: SstSlice) -> Callable[..., Any]
         return resolve_config(
             "default",
             task="classification",
-            model=str(tiny_model_dir),
             output_dir=str(output_dir),
-            **{**FAST_CLS, **files, **overrides},
+            **{"model": str(tiny_model_dir), **FAST_CLS, **files, **overrides},
         )
 
     return make
@@ -263,9 +263,26 @@ def _head_on_first_text_token(model: Any, arch: str, text: torch.Tensor) -> torc
     return model.classifier(model.bert.pooler.activation(model.bert.pooler.dense(text[:, 0])))
 
 
-def test_registry_knows_both_tasks() -> None:
+def test_a_causal_lm_trains_for_classification_and_scores_the_same_reloaded(
+    tiny_lm_dir: Path, cls_config: Callable[..., Any], sst2_slice: SstSlice, tmp_path: Path
+) -> None:
+    # Llama's sequence-classification head pools the last real token; the BERT tokenizer's segment ids
+    # reach the model and are ignored, as the stock Llama ignores them.
+    metrics = train_model(cls_config(tmp_path / "run", model=str(tiny_lm_dir)), progress=False)
+    model = load_model(tmp_path / "run/model").eval()
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert get_register_config(model).num_registers == metrics["num_registers"] > 0
+    task = get_task("classification")
+    tokenizer = load_tokenizer(str(tmp_path / "run/model"))
+    again = task.evaluate(model, tokenizer, task.read_for_model(str(sst2_slice.dev), model), progress=False)
+    assert again.predictions == json.loads((tmp_path / "run/predictions.json").read_text())
+    assert again.metrics["accuracy"] == metrics["accuracy"]
+
+
+def test_registry_knows_every_task() -> None:
     assert get_task("classification").metrics == ("accuracy",)
     assert get_task("qa").metrics == ("f1", "exact_match")
+    assert get_task("generative-qa").metrics == ("f1", "exact_match")
     with pytest.raises(Exception, match="unknown task 'ner'"):
         get_task("ner")
 

@@ -29,7 +29,8 @@ Layout of a prefill (the first forward pass of a sequence), with R registers and
   ``output_hidden_states`` keeps them, as for encoders.
 
 Not supported, and refused where they would be silently wrong: 4-D attention masks (static or
-compiled caches build them without the registers) and ``token_type_ids``. Assisted decoding crops the
+compiled caches build them without the registers) and ``token_type_ids`` on GPT-2, which embeds them
+(the other families ignore them, and so do the hooks). Assisted decoding crops the
 cache in text coordinates and is not supported either.
 """
 
@@ -86,7 +87,9 @@ def attach_causal(base: nn.Module, module: nn.Module) -> None:
                 "caches) are built without the registers"
             )
         if kw.get("token_type_ids") is not None:
-            raise RegtuneError("token_type_ids are not supported on a causal model with registers")
+            if "token_type_ids" in inspect.signature(base.forward).parameters:  # GPT-2 embeds them
+                raise RegtuneError("token_type_ids are not supported on a causal model with registers")
+            kw.pop("token_type_ids")  # a BERT-style tokenizer's segment ids, which this family ignores
         if seen == 0:
             kw = _prefill(base, module, kw)
             inserted["now"] = True
