@@ -37,6 +37,7 @@ cache in text coordinates and is not supported either.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,9 +69,10 @@ def _text_positions(kwargs: dict, n: int, text_past: int, device: torch.device) 
     return (torch.arange(n, device=device) + text_past).unsqueeze(0)
 
 
-def attach_causal(base: nn.Module, module: nn.Module) -> None:
-    """Install the prefill and output hooks of ``module`` (a ``RegisterTokens``) on causal ``base``."""
-    num = module.num_registers
+def attach_causal(base: nn.Module, live: Callable[[], Any]) -> None:
+    """Install the prefill and output hooks on causal ``base``; ``live()`` gives the ``RegisterTokens`` in
+    use at each call (PEFT may swap in its trainable copy after the hooks are installed)."""
+    num = live().num_registers
     inserted = {"now": False}  # whether the current forward call put the registers in
 
     def prefill_or_decode(_base: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -91,7 +93,7 @@ def attach_causal(base: nn.Module, module: nn.Module) -> None:
                 raise RegtuneError("token_type_ids are not supported on a causal model with registers")
             kw.pop("token_type_ids")  # a BERT-style tokenizer's segment ids, which this family ignores
         if seen == 0:
-            kw = _prefill(base, module, kw)
+            kw = _prefill(base, live(), kw)
             inserted["now"] = True
         elif seen < num:
             raise RegtuneError(f"the KV cache holds {seen} entries, fewer than the {num} registers")
@@ -101,7 +103,7 @@ def attach_causal(base: nn.Module, module: nn.Module) -> None:
             reference = embeds if embeds is not None else kw["input_ids"]
             kw["position_ids"] = _text_positions(kw, reference.shape[1], text_past, reference.device)
             if mask is not None:
-                kw["attention_mask"] = module.extend_mask(mask)  # (B, text_past+n) -> (B, R+text_past+n)
+                kw["attention_mask"] = live().extend_mask(mask)  # (B, text_past+n) -> (B, R+text_past+n)
         return (), kw
 
     def drop_registers(_base: nn.Module, _args: tuple, output: Any) -> Any:

@@ -291,13 +291,37 @@ def _entry_module(base: nn.Module) -> nn.Module:
 
 
 def _base_model(model: nn.Module) -> nn.Module:
+    """The bare transformer under a task head, and under a PEFT wrapper (``PeftModel``) if there is one."""
+    get_base = getattr(model, "get_base_model", None)  # PeftModel -> the wrapped transformers model
+    if callable(get_base):
+        model = get_base()
     return getattr(model, "base_model", model)
 
 
+def _in_use(module: object) -> RegisterTokens | None:
+    """The register module the hooks use: the module itself, or the active adapter's copy when PEFT's
+    ``modules_to_save`` has wrapped it (PEFT trains and saves that copy, one per adapter)."""
+    if isinstance(module, RegisterTokens):
+        return module
+    copies = getattr(module, "modules_to_save", None)  # peft.utils.ModulesToSaveWrapper
+    if copies is None:
+        return None
+    active = [] if module.disable_adapters else [a for a in module.active_adapters if a in copies]
+    chosen = copies[active[0]] if active else module.original_module
+    return chosen if isinstance(chosen, RegisterTokens) else None
+
+
 def get_register_module(model: nn.Module) -> RegisterTokens | None:
-    """The :class:`RegisterTokens` attached to ``model``, or None if it has none."""
-    module = getattr(_base_model(model), MODULE_NAME, None)
-    return module if isinstance(module, RegisterTokens) else None
+    """The :class:`RegisterTokens` in use on ``model`` (PEFT's trained copy under LoRA), or None."""
+    return _in_use(getattr(_base_model(model), MODULE_NAME, None))
+
+
+def _live(base: nn.Module) -> RegisterTokens:
+    """Looked up at every forward, not captured once: PEFT may have swapped in its trainable copy."""
+    module = _in_use(getattr(base, MODULE_NAME, None))
+    if module is None:
+        raise RegtuneError("the register module was removed from the model")
+    return module
 
 
 def get_register_config(model: nn.Module) -> RegisterConfig:
@@ -392,19 +416,19 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     model.num_registers = config.num_registers
     setattr(model.config, CONFIG_KEY, config.to_dict())
     if causal:
-        attach_causal(base, module)
+        attach_causal(base, lambda: _live(base))
         return model
 
     def extend_mask(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         # attention_mask is the 2nd positional argument of every supported base model's forward.
         if kwargs.get("attention_mask") is not None:
-            kwargs["attention_mask"] = module.extend_mask(kwargs["attention_mask"])
+            kwargs["attention_mask"] = _live(base).extend_mask(kwargs["attention_mask"])
         elif len(args) > 1 and args[1] is not None:
-            args = (args[0], module.extend_mask(args[1]), *args[2:])
+            args = (args[0], _live(base).extend_mask(args[1]), *args[2:])
         return args, kwargs
 
     def insert_registers(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return module.insert(output)  # (B, N, H) -> (B, R+N, H)
+        return _live(base).insert(output)  # (B, N, H) -> (B, R+N, H)
 
     def pooler_text_only(_module: nn.Module, args: tuple) -> tuple:
         return (split_registers(args[0], config)[1], *args[1:])
