@@ -196,3 +196,29 @@ def test_generative_qa_refuses_an_encoder(tiny_model_dir: Path, tiny_squad, tmp_
     )  # fmt: skip
     with pytest.raises(RegtuneError, match="generative QA needs a causal LM"):
         train_model(config, progress=False)
+
+
+def test_sweep_and_report_for_generative_qa(tiny_lm_dir: Path, tiny_squad, tmp_path: Path) -> None:
+    """A τ ∈ {0, 2} × 2-seed sweep of a causal LM: per-question EM/F1 files and the paired report."""
+    from regtune.cli import main as cli
+
+    out = tmp_path / "sweep"
+    argv = [
+        "sweep", "--task", "generative-qa", "--model", str(tiny_lm_dir), "--registers", "0,2",
+        "--seeds", "1,2", "--train", str(tiny_squad.train), "--dev", str(tiny_squad.dev),
+        "--output-dir", str(out), "--max-steps", "2", "--batch-size", "4", "--max-length", "128",
+        "--max-new-tokens", "4", "--precision", "fp32", "--no-progress",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads((out / "sweep.json").read_text())["sweep"]["options"]["task"] == "generative-qa"
+    header, *rows = (out / "results.csv").read_text().splitlines()
+    assert header.startswith("run_id,dev,language,exact_match,f1,num_questions,") and len(rows) == 4
+    assert cli.main(["report", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["metrics"] == ["f1", "exact_match"]
+    tau2 = next(c for c in summary["cells"] if c["axes"]["num_registers"] == 2)
+    assert tau2["metrics"]["f1"]["n_seeds"] == 2
+    delta = tau2["vs_tau0"]["f1"]
+    assert delta["ci_low"] <= delta["delta"] <= delta["ci_high"]
+    page = (out / "report" / "index.html").read_text()
+    assert "EM against the number of registers" in page and "dev questions" in page
