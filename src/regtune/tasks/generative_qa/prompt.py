@@ -1,7 +1,8 @@
 """The prompt of generative QA: one documented template, and what happens when a context is too long.
 
 Template (the user turn of the tokenizer's chat template when it has one, e.g. SmolLM2-Instruct's
-``<|im_start|>user ... <|im_end|>``, then its generation prompt)::
+``<|im_start|>user ... <|im_end|>``, then its generation prompt; a template that adds a default system
+turn, as SmolLM2's does, keeps it)::
 
     Answer the question with a short span copied from the passage.
 
