@@ -9,7 +9,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,23 @@ study-sst2: setup
 	$(VENV)/bin/regtune sweep --registers 0,8 --seeds 1,2,3,4,5 \
 		--train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv --output-dir $(SST2_STUDY_DIR)
 	$(VENV)/bin/regtune report $(SST2_STUDY_DIR) --export $(SST2_RESULTS)
+
+# The decoder-LLM study (issue #12 §5): SmolLM2-135M-Instruct (4-bit GGUF, dequantised) on TyDi en, generative
+# QA. First the zero-shot model with the same prompt, then τ ∈ {0, 8} × seeds 1-2 fine-tuned for LLM_STEPS
+# steps of 8 prompts (a cut fixed before any fine-tuned dev score: see docs/results/tydiqa-en-smollm2).
+# About 4 hours on 2 CPU cores; run it again to resume (finished parts are skipped).
+LLM_STUDY_DIR ?= runs/study-tydiqa-en-smollm2
+LLM_ZERO_SHOT_DIR ?= runs/zero-shot-tydiqa-en-smollm2
+LLM_RESULTS ?= docs/results/tydiqa-en-smollm2
+LLM_STEPS ?= 200
+study-llm: setup
+	test -f $(LLM_ZERO_SHOT_DIR)/metrics.json || $(VENV)/bin/regtune evaluate --model smollm2-135m \
+		--task generative-qa --dev $(DATA_DIR)/en/dev.json --batch-size 16 --output-dir $(LLM_ZERO_SHOT_DIR)
+	$(VENV)/bin/regtune sweep --task generative-qa --model smollm2-135m --registers 0,8 --seeds 1,2 \
+		--max-steps $(LLM_STEPS) --train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json \
+		--output-dir $(LLM_STUDY_DIR)
+	$(VENV)/bin/regtune report $(LLM_STUDY_DIR) --export $(LLM_RESULTS)
+	mkdir -p $(LLM_RESULTS)/zero-shot && cp $(LLM_ZERO_SHOT_DIR)/*.json $(LLM_RESULTS)/zero-shot/
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from conftest import TINY_CHAT_TEMPLATE, save_tiny_lm
 from regtune.core.errors import ConfigError, RegtuneError
-from regtune.core.registers import get_register_config, load_model
+from regtune.core.registers import get_register_config, get_register_module, load_model
 from regtune.tasks import get_task
 from regtune.tasks.generative_qa import evaluation as gen_eval
 from regtune.tasks.generative_qa.evaluation import GenerativeQASettings, first_line, generate_answers
@@ -97,16 +97,29 @@ def test_collator_pads_right_with_ignored_labels(tokenizer) -> None:
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_model_loss_is_the_mean_over_answer_tokens(tiny_lm_dir: Path, tokenizer) -> None:
+def test_answer_only_logits_give_the_full_loss(tiny_lm_dir: Path, tokenizer) -> None:
     model = _with_registers(tiny_lm_dir, 3)
-    columns, _ = train_rows([_example("a", "word1 is here"), _example("b", "word2 is here")], tokenizer,
-                            max_length=400)  # fmt: skip
-    batch = CausalCollator(tokenizer)([{k: columns[k][i] for k in ("input_ids", "labels")} for i in range(2)])
-    out = model(**batch)
-    logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]  # next-token prediction
+    examples = [_example("a", "word1 is here"), _example("b", "word22 is here"), _example("c", "word3 is")]
+    columns, _ = train_rows(examples, tokenizer, max_length=400)
+    rows = [{k: columns[k][i] for k in ("input_ids", "labels")} for i in range(3)]
+    full = CausalCollator(tokenizer, answer_logits_only=False)(rows)
+    out = model(**full)
+    logits, labels = out.logits[:, :-1], full["labels"][:, 1:]  # next-token prediction, all positions
     expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
     assert torch.allclose(out.loss, expected, atol=1e-6)
-    assert (labels != IGNORE).sum() == 2 * len(token_ids(tokenizer, "word1 is here[SEP]"))
+    n_answer = sum(len(token_ids(tokenizer, e.answers[0].text + "[SEP]")) for e in examples)
+    assert (labels != IGNORE).sum() == n_answer  # the answers and their EOS, nothing of the prompts
+    lean = CausalCollator(tokenizer)(rows)
+    assert (
+        lean["logits_to_keep"].shape
+        == lean["shift_labels"].shape
+        == (3, (lean["shift_labels"] != IGNORE).sum(1).max())
+    )
+    lean_out = model(**lean)
+    assert lean_out.logits.shape[:2] == lean["logits_to_keep"].shape  # (B, K, V): K answer positions only
+    assert torch.allclose(lean_out.loss, out.loss, atol=1e-6)
+    lean_out.loss.backward()
+    assert get_register_module(model).tokens.grad.abs().sum() > 0
 
 
 def _with_registers(folder: Path, tau: int):
