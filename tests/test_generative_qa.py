@@ -235,3 +235,87 @@ def test_sweep_and_report_for_generative_qa(tiny_lm_dir: Path, tiny_squad, tmp_p
     assert delta["ci_low"] <= delta["delta"] <= delta["ci_high"]
     page = (out / "report" / "index.html").read_text()
     assert "EM against the number of registers" in page and "dev questions" in page
+
+
+# --- explanations and analysis for decoders --------------------------------------------------------------
+
+
+def test_explain_inputs_are_the_prompt_with_its_passage_marked(tiny_lm_dir: Path, tokenizer) -> None:
+    from regtune.tasks.generative_qa.explain import build_explain_inputs
+
+    examples = [_example("a", "word3 is here", CONTEXT[:200]), _example("b", "word59 is here")]
+    items = build_explain_inputs(examples, tokenizer, max_length=128, max_new_tokens=8)
+    for example, item in zip(examples, items, strict=True):
+        prompt = build_prompt(tokenizer, example.question, example.context, budget=120)
+        assert list(item.input_ids) == prompt.input_ids and item.kinds[0] == "cls"
+        context = [i for i, k in enumerate(item.kinds) if k == "context"]
+        assert context == list(range(context[0], context[-1] + 1))  # one contiguous passage block
+        first, last = item.offsets[context[0]], item.offsets[context[-1]]
+        assert first[0] == 0 and last[1] == prompt.context_chars  # offsets are into the passage
+        assert "question" in item.kinds[context[-1] :]  # the question comes after the passage
+    # "word3" is inside the kept passage, "word59" was cut off with the passage's end.
+    assert (
+        tokenizer.decode(
+            [items[0].input_ids[i] for i in range(items[0].gold_span[0], items[0].gold_span[1] + 1)]
+        )
+        == "word3 is here"
+    )
+    assert items[1].gold_span is None
+
+
+@pytest.fixture(scope="module")
+def gen_pair(tiny_lm_dir: Path, tiny_squad, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from regtune.training.config import resolve_config
+    from regtune.training.trainer import train_model
+
+    root = tmp_path_factory.mktemp("gen-pair")
+    for tau in (0, 2):
+        config = resolve_config(
+            "default", task="generative-qa", model=str(tiny_lm_dir), train_file=str(tiny_squad.train),
+            dev_file=str(tiny_squad.dev), output_dir=str(root / f"tau{tau}"), num_registers=tau,
+            max_steps=2, batch_size=4, max_length=128, max_new_tokens=4, lr=1e-3,
+        )  # fmt: skip
+        train_model(config, progress=False)
+    return root / "tau0/model", root / "tau2/model"
+
+
+def test_analyze_a_decoder_pair_reports_sinks_massive_activations_and_ablation(
+    gen_pair: tuple[Path, Path], tiny_squad, tmp_path: Path
+) -> None:
+    from regtune.cli import main as cli
+
+    base, regs = gen_pair
+    argv = ["analyze", "--model", str(base), "--compare", str(regs), "--dev", str(tiny_squad.dev),
+            "--num-examples", "4", "--output-dir", str(tmp_path / "z"), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    for label, tau in (("tau0", 0), ("tau2", 2)):
+        analysis = json.loads((tmp_path / "z" / label / "analysis.json").read_text())
+        layers = analysis["massive_activations"]["layers"]
+        assert len(layers) == 3  # embedding output + 2 decoder layers
+        assert all(entry["top"][0]["value"] >= entry["median_magnitude"] > 0 for entry in layers)
+        mass = analysis["attention"]["mass"]
+        assert len(mass["cls"]) == 2 and all(0 <= m <= 1 for m in mass["cls"])  # attention to the first token
+        assert len(mass["register"]) == 2 and (max(mass["register"]) > 0) == (tau > 0)
+    ablation = json.loads((tmp_path / "z" / "tau2" / "ablation.json").read_text())
+    assert ablation["single"] == []  # generation is costly: all registers at once only
+    assert [row["mode"] for row in ablation["all"]] == ["zero", "mean", "mask"]
+    assert not (tmp_path / "z" / "tau0" / "ablation.json").exists()
+
+
+def test_explain_refuses_a_decoder_in_one_line(
+    gen_pair: tuple[Path, Path], tiny_squad, tmp_path: Path, capsys
+) -> None:
+    from regtune.cli import main as cli
+
+    argv = [
+        "explain",
+        "--model",
+        str(gen_pair[1]),
+        "--dev",
+        str(tiny_squad.dev),
+        "--output-dir",
+        str(tmp_path / "e"),
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not attribute causal LMs yet" in err[0] and "AttnLRP" in err[0]

@@ -166,6 +166,7 @@ def _analyze_one(
     from regtune.core.registers import get_register_config
     from regtune.explain.ablation import register_ablation
     from regtune.explain.artifact_plots import write_artifact_plots
+    from regtune.tasks import task_of_model
 
     analysis = _load_if_same(folder / "analysis.json", run_settings)
     if analysis is None:
@@ -175,8 +176,9 @@ def _analyze_one(
     if ablation_data is not None and get_register_config(model).num_registers > 0:
         ablated = _load_if_same(folder / "ablation.json", run_settings)
         if ablated is None:
+            each = None if task_of_model(model.config).ablate_each_register else []
             ablated = {
-                **register_ablation(model, tokenizer, ablation_data, progress=progress),
+                **register_ablation(model, tokenizer, ablation_data, registers=each, progress=progress),
                 "run_settings": run_settings,
             }
             atomic_write_json(folder / "ablation.json", ablated)

@@ -1,4 +1,4 @@
-"""Artifacts, attention sinks and register roles: what the registers do inside a QA encoder.
+"""Artifacts, attention sinks and register roles: what the registers do inside an encoder or a decoder.
 
 Darcet et al. (2024, "Vision Transformers Need Registers", https://arxiv.org/abs/2309.16588) found that
 ViTs recycle a few uninformative patches as scratch space: those patches get very large output norms and
@@ -10,6 +10,8 @@ per layer, for one model on a set of fixed windows (a task's ``explain_inputs``)
   rule (:func:`mad_outliers`), with counts and shares per category;
 * the attention mass each category receives (sinks), raw and per token relative to uniform attention;
 * the attention entropy of every head;
+* massive activations (Sun et al. 2024): per layer, the largest single hidden-state elements, where they
+  sit, and how far they stand above the median magnitude; in decoders they sit on the first token;
 * per register: the attention it receives, what it attends to, and how similar the registers are.
 
 :mod:`regtune.explain.ablation` replaces or masks one register (and all of them) at inference and
@@ -56,6 +58,10 @@ DEFAULT_K_MAD = 3.5
 MIN_SCALE_SHARE = 0.05
 #: 1 / Φ⁻¹(3/4): scales the MAD to a standard deviation for normal data.
 _MAD_TO_SD = 1.4826
+#: Massive activations (Sun et al. 2024, "Massive Activations in Large Language Models"): a hidden-state
+#: element larger than MASSIVE_ABS in magnitude and MASSIVE_RATIO times the layer's median magnitude.
+MASSIVE_ABS = 100.0
+MASSIVE_RATIO = 1000.0
 #: Quantiles reported for the norm distribution of each category.
 QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 _HISTOGRAM_BINS = 40
@@ -186,6 +192,10 @@ class ArtifactAnalysis:
         register_cosine: (L+1, R, R) mean over windows of the cosine similarity of register outputs.
         register_top_tokens: per register, the text tokens it attends to most, averaged over layers and
             heads, summed over windows: ``{"token", "mass", "occurrences", "mean_per_occurrence"}``.
+        peaks: (L+1, T) the largest |element| of every token's hidden state (massive activations).
+        medians: (L+1, T) the median |element| of every token's hidden state; a layer's median magnitude
+            is the median of these over its text tokens (a median of medians: the exact median over all
+            elements would need every hidden state in memory).
     """
 
     num_registers: int
@@ -203,6 +213,8 @@ class ArtifactAnalysis:
     register_to_category: np.ndarray
     register_cosine: np.ndarray
     register_top_tokens: list[list[dict[str, Any]]] = field(default_factory=list)
+    peaks: np.ndarray | None = None
+    medians: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -247,6 +259,38 @@ class ArtifactAnalysis:
             "top_outlier_tokens": [{"token": t, "count": c} for t, c in top],
         }
 
+    def massive_summary(self, layer: int, top: int = 3) -> dict[str, Any]:
+        """One layer's largest activations, its median magnitude, and the massive ones by category."""
+        peaks = self.peaks[layer].astype(np.float64)  # type: ignore[index]
+        text = self.categories != _REGISTER
+        median = float(np.median(self.medians[layer][text]))  # type: ignore[index]
+        massive = (peaks > MASSIVE_ABS) & (peaks > MASSIVE_RATIO * median)
+        order = np.argsort(-peaks, kind="stable")[:top]
+        return {
+            "layer": layer,
+            "median_magnitude": median,
+            "top": [
+                {
+                    "token": str(self.labels[i]),
+                    "category": CATEGORIES[self.categories[i]],
+                    "value": float(peaks[i]),
+                }
+                for i in order
+            ],
+            "top1_over_median": float(peaks[order[0]] / median) if median > 0 else None,
+            "massive_tokens": int(massive.sum()),
+            "massive_by_category": {
+                name: int((massive & (self.categories == index)).sum())
+                for index, name in enumerate(CATEGORIES)
+            },
+            "max_by_category": {
+                name: float(peaks[self.categories == index].max())
+                if (self.categories == index).any()
+                else None
+                for index, name in enumerate(CATEGORIES)
+            },
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """Everything but the raw per-token norms, as plain JSON (NaN becomes null)."""
         heads_mean = lambda a: a.mean(axis=1)  # noqa: E731  (L, heads, C) -> (L, C)
@@ -286,6 +330,12 @@ class ArtifactAnalysis:
                 "top_tokens": self.register_top_tokens,
             },
         }
+        if self.peaks is not None:
+            out["massive_activations"] = {
+                "rule": f"|element| > {MASSIVE_ABS:g} and > {MASSIVE_RATIO:g} x the layer's median magnitude "
+                "(Sun et al. 2024); median: over text tokens of each token's median |element|",
+                "layers": [self.massive_summary(layer) for layer in range(self.peaks.shape[0])],
+            }
         return _json_ready(out)
 
 
@@ -410,7 +460,7 @@ def analyze_model(
     vocab = max(max(item.input_ids) for item in inputs) + 1
     token_text = {tid: tok for item in inputs for tid, tok in zip(item.input_ids, item.tokens, strict=True)}
     sums: _Sums | None = None
-    norm_parts, cat_parts, labels = [], [], []
+    norm_parts, peak_parts, median_parts, cat_parts, labels = [], [], [], [], []
     was_training = model.training
     model.eval()
     try:
@@ -429,6 +479,11 @@ def analyze_model(
                 valid = cats >= 0  # (B, S)
                 norms = torch.stack([h.float().norm(dim=-1) for h in hidden])  # (L+1, B, S)
                 norm_parts.append(norms[:, valid].cpu().numpy())
+                magnitudes = [h.float().abs() for h in hidden]  # L+1 × (B, S, H)
+                peak_parts.append(torch.stack([m.amax(-1) for m in magnitudes])[:, valid].cpu().numpy())
+                median_parts.append(
+                    torch.stack([m.median(-1).values for m in magnitudes])[:, valid].cpu().numpy()
+                )
                 cat_parts.append(cats[valid].cpu().numpy())
                 labels.extend(chunk_labels)
                 _accumulate(sums, hidden, probs, cats, full_ids, reg)
@@ -454,6 +509,8 @@ def analyze_model(
         register_to_category=(sums.reg_to_cat / n).cpu().numpy(),
         register_cosine=(sums.cosine / n).cpu().numpy(),
         register_top_tokens=_top_tokens(sums, token_text, n, top_k),
+        peaks=np.concatenate(peak_parts, axis=1),
+        medians=np.concatenate(median_parts, axis=1),
     )
 
 

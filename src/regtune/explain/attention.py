@@ -5,8 +5,9 @@ of every layer *with their gradients* (attention-gradient relevance), LRP's modi
 inside attention, and the probabilities of a whole dev set without keeping a graph. Instead of patching
 model code, :func:`explain_attention` switches a model to the attention implementation registered here
 under :data:`IMPLEMENTATION` (eager attention math plus those options) and switches it back on exit.
-Every supported encoder (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT) dispatches through the interface,
-so one function serves them all; a test checks that its logits equal the eager kernel's.
+Every supported encoder (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT) and the Llama-style decoders
+(Llama, Mistral, Qwen2, Qwen3) dispatch through the interface, so one function serves them all; tests
+check that its logits equal the eager kernel's.
 """
 
 from __future__ import annotations
@@ -68,8 +69,14 @@ def _attention(
     dropout: float = 0.0,
     **_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention: query/key/value (B, heads, S, d), additive mask (B, 1, S, S) -> (B, S, heads, d)."""
+    """Eager attention: query (B, heads, S, d), key/value (B, kv_heads, S, d), additive mask (B, 1, S, S)
+    -> (B, S, heads, d). Grouped-query models (Llama, Qwen2) have fewer key/value heads: each serves
+    ``heads // kv_heads`` consecutive query heads, as in transformers' ``repeat_kv``."""
     state = _STATE[-1] if _STATE else AttentionState()
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)  # (B, heads, S, d)
+        value = value.repeat_interleave(groups, dim=1)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     rule = state.lrp_rule

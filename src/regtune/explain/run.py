@@ -326,6 +326,24 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
     return tasks[0]
 
 
+def check_explainable(models: Sequence[PreTrainedModel]) -> None:
+    """Refuse causal LMs: attributions for decoders are not built yet (``regtune analyze`` works for them).
+
+    Integrated Gradients and attention-gradient need the decoder's register layout at the embedding
+    output, and LRP needs AttnLRP's rules for RMSNorm, gated MLPs and rotary attention (Achtibat et al.
+    2024), which regtune's encoder LRP does not have. Refusing is better than maps that look right.
+    """
+    from regtune.core.registers import is_causal_model
+
+    causal = [type(m).__name__ for m in models if is_causal_model(m)]
+    if causal:
+        raise RegtuneError(
+            f"regtune explain does not attribute causal LMs yet ({causal[0]}): LRP would need AttnLRP "
+            "rules for RMSNorm, gated MLPs and rotary attention; use regtune analyze for sinks, massive "
+            "activations and register roles"
+        )
+
+
 def check_same_inputs(model_a: PreTrainedModel, model_b: PreTrainedModel) -> None:
     """Refuse to compare models whose tokens differ: attributions align by text-token index."""
     va, vb = model_a.config.vocab_size, model_b.config.vocab_size
@@ -457,6 +475,7 @@ def run_explain(
 
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     task = check_same_task(models)
+    check_explainable(models)
     config = ExplainConfig(
         methods=tuple(methods),
         target=target or task.explain_targets[-1],

@@ -158,6 +158,9 @@ class Task(ABC):
     explain_targets: ClassVar[tuple[str, ...]] = ()
     #: Whether an explained prediction is a class (classification) rather than only a span (QA).
     explains_a_class: ClassVar[bool] = False
+    #: Whether ``analyze`` ablates each register alone as well as all at once (False where one dev
+    #: evaluation is expensive, as for generation).
+    ablate_each_register: ClassVar[bool] = True
 
     def explain_inputs(
         self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel

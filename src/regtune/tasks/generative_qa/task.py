@@ -27,13 +27,22 @@ from regtune.tasks.generative_qa.evaluation import (
     evaluate_generative_qa,
     generate_answers,
 )
+from regtune.tasks.generative_qa.explain import TARGETS as EXPLAIN_TARGETS
+from regtune.tasks.generative_qa.explain import (
+    build_explain_inputs,
+    first_answer_token,
+    last_position,
+    token_log_probability,
+)
 from regtune.tasks.generative_qa.features import CausalCollator, train_rows
 from regtune.tasks.qa.data import QAExample, load_examples, squad_json
 
 if TYPE_CHECKING:
     import datasets
+    import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+    from regtune.tasks.inputs import ExplainInput
     from regtune.training.config import TrainConfig
 
 
@@ -138,6 +147,40 @@ class GenerativeQATask(Task):
     def prediction_line(self, record: Mapping[str, Any]) -> str:
         return str(record["answer"])
 
+    # Explanations: the prompt, and the log-probability of the first generated answer token (see .explain).
+    explain_targets = EXPLAIN_TARGETS
+    #: Each single-register ablation is a full generative evaluation of the dev file (minutes each on a
+    #: CPU), so ``analyze`` ablates all registers at once only.
+    ablate_each_register = False
+
+    def explain_inputs(
+        self, examples: Sequence[Any], tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
+    ) -> list[ExplainInput]:
+        settings = self._settings(model, None)
+        return build_explain_inputs(
+            examples, tokenizer, max_length=settings.max_length, max_new_tokens=settings.max_new_tokens
+        )
+
+    def input_settings(self, model: PreTrainedModel) -> dict[str, Any]:
+        settings = self._settings(model, None)
+        return {
+            "task": self.name,
+            "max_length": settings.max_length,
+            "max_new_tokens": settings.max_new_tokens,
+        }
+
+    def explain_prediction(self, model: PreTrainedModel, item: ExplainInput) -> tuple[tuple[int, int], int]:
+        return last_position(item), first_answer_token(model, item)
+
+    def explain_score(self, out: Any, span: tuple[int, int], label: int | None, target: str) -> torch.Tensor:
+        return token_log_probability(out, span, _token(label))
+
+    def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
+        return token_log_probability(out, span, _token(label)).exp()
+
+    def explain_rows(self, span: tuple[int, int], target: str) -> list[int]:
+        return [span[0]]
+
     def write_examples(self, examples: Sequence[Any], path: Path, config: TrainConfig) -> None:
         atomic_write_json(path, squad_json(examples))
 
@@ -185,3 +228,9 @@ def _check_causal(hf_config: PretrainedConfig) -> None:
             f"generative QA needs a causal LM ({', '.join(CAUSAL_MODEL_TYPES)}); "
             f"model_type {hf_config.model_type!r} is not one"
         )
+
+
+def _token(label: int | None) -> int:
+    if label is None:
+        raise RegtuneError("a generative-QA attribution needs the answer token it explains")
+    return label

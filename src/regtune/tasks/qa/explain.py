@@ -25,7 +25,7 @@ from regtune.tasks.qa.postprocess import Offset, best_spans
 TARGETS: tuple[str, ...] = ("start", "end", "span")
 
 
-def _token_span(offsets: Sequence[Offset], start_char: int, end_char: int) -> tuple[int, int] | None:
+def token_span(offsets: Sequence[Offset], start_char: int, end_char: int) -> tuple[int, int] | None:
     """Inclusive token indices covering ``[start_char, end_char)``, or None if the window cuts it."""
     inside = [i for i, o in enumerate(offsets) if o is not None and o[0] < end_char and o[1] > start_char]
     if not inside:
@@ -53,7 +53,7 @@ def build_explain_inputs(
         span = None
         if example.answers:
             answer = example.answers[0]
-            span = _token_span(
+            span = token_span(
                 features["offset_mapping"][window], answer.start, answer.start + len(answer.text)
             )
         if qid not in chosen or span is not None:
