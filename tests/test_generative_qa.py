@@ -302,7 +302,7 @@ def test_analyze_a_decoder_pair_reports_sinks_massive_activations_and_ablation(
     assert not (tmp_path / "z" / "tau0" / "ablation.json").exists()
 
 
-def test_explain_refuses_a_decoder_in_one_line(
+def test_explain_refuses_lrp_on_a_decoder_in_one_line(
     gen_pair: tuple[Path, Path], tiny_squad, tmp_path: Path, capsys
 ) -> None:
     from regtune.cli import main as cli
@@ -314,8 +314,37 @@ def test_explain_refuses_a_decoder_in_one_line(
         "--dev",
         str(tiny_squad.dev),
         "--output-dir",
-        str(tmp_path / "e"),
+        str(tmp_path),
     ]
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == 2  # the default methods include LRP
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not attribute causal LMs yet" in err[0] and "AttnLRP" in err[0]
+    assert len(err) == 1 and "LRP is not available for causal LMs" in err[0] and "AttnLRP" in err[0]
+
+
+def test_explain_a_decoder_pair_with_ig_and_attention_gradient(
+    gen_pair: tuple[Path, Path], tiny_squad, tmp_path: Path
+) -> None:
+    from regtune.cli import main as cli
+    from regtune.explain.methods import IntegratedGradients
+    from regtune.tasks.generative_qa.explain import token_log_probability
+
+    base, regs = gen_pair
+    argv = ["explain", "--model", str(base), "--compare", str(regs), "--dev", str(tiny_squad.dev),
+            "--method", "ig,attn-grad", "--num-examples", "3", "--n-steps", "16", "--output-dir",
+            str(tmp_path / "e"), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary and (tmp_path / "e" / "compare.html").exists()
+    # IG explains log p(first generated token) at the prompt's last position: its completeness holds.
+    model = load_model(regs).eval()
+    task = get_task("generative-qa")
+    tokenizer = AutoTokenizer.from_pretrained(regs)
+    item = task.explain_inputs(
+        task.read_for_model(str(tiny_squad.dev), model).examples[:1], tokenizer, model
+    )[0]
+    attribution = IntegratedGradients(model, n_steps=64).attribute(item)
+    assert attribution.span == (len(item) - 1, len(item) - 1) and attribution.text.shape == (len(item),)
+    with torch.no_grad():
+        expected = token_log_probability(model(**item.batch()), attribution.span, attribution.label)
+    assert abs(attribution.output - float(expected[0])) < 1e-5
+    assert attribution.convergence_delta < 0.05 and not attribution.registers.any()

@@ -290,6 +290,15 @@ def _entry_module(base: nn.Module) -> nn.Module:
     return embeddings
 
 
+def entry_module(model: nn.Module) -> nn.Module:
+    """The module whose output feeds the first layer: an encoder's embeddings (output with the registers
+    already in, (B, R+N, H)), or a causal LM's token embedding table (output without them, (B, N, H):
+    decoder registers go in at the prefill, after it)."""
+    if is_causal_model(model):
+        return _base_model(model).get_input_embeddings()
+    return _entry_module(_base_model(model))
+
+
 def _base_model(model: nn.Module) -> nn.Module:
     """The bare transformer under a task head, and under a PEFT wrapper (``PeftModel``) if there is one."""
     get_base = getattr(model, "get_base_model", None)  # PeftModel -> the wrapped transformers model

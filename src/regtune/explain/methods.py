@@ -25,9 +25,10 @@ from transformers import PreTrainedModel
 
 from regtune.core.errors import ConfigError, RegtuneWarning
 from regtune.core.registers import (
-    _entry_module,
+    entry_module,
     full_position,
     get_register_config,
+    is_causal_model,
     register_intervention,
     split_registers,
 )
@@ -118,7 +119,7 @@ def embedding_leaf(model: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
         captured.append(fresh)
         return fresh
 
-    handle = _entry_module(model.base_model).register_forward_hook(leaf)
+    handle = entry_module(model).register_forward_hook(leaf)
     try:
         yield captured
     finally:
@@ -233,6 +234,11 @@ class IntegratedGradients(AttributionMethod):
         register_baseline: RegisterBaseline = "learned",
     ) -> None:
         super().__init__(model)
+        if register_baseline != "learned" and is_causal_model(model) and self.num_registers:
+            raise ConfigError(
+                "a causal LM's registers are not part of its embedding output, so IG can only keep them "
+                "(register_baseline 'learned')"
+            )
         if n_steps < 2 or internal_batch_size < 1:
             raise ConfigError(
                 f"need n_steps >= 2 and internal_batch_size >= 1, got {n_steps}, {internal_batch_size}"
@@ -278,8 +284,7 @@ class IntegratedGradients(AttributionMethod):
             learned = model.base_model.registers.tokens.detach()[None]  # (1, R, H)
             call_inputs = (batch["input_ids"], learned)
             call_baselines = (baseline_ids, baseline_regs[None])
-        layer = _entry_module(model.base_model)
-        lig = LayerIntegratedGradients(forward, layer)
+        lig = LayerIntegratedGradients(forward, entry_module(model))
         with torch.enable_grad():
             attributions, delta = lig.attribute(
                 inputs=call_inputs,
@@ -302,7 +307,13 @@ class IntegratedGradients(AttributionMethod):
                 RegtuneWarning,
                 stacklevel=3,
             )
-        text, regs = self._split(scores)
+        if is_causal_model(model):
+            # A causal LM's embedding output has no registers (they go in after it, at the prefill): the
+            # scores are the N text tokens', and the registers' are 0, their contribution cancelling
+            # between input and baseline as it does for encoders with the learned baseline.
+            text, regs = scores.detach().double().cpu().numpy(), np.zeros(self.num_registers)
+        else:
+            text, regs = self._split(scores)
         return Attribution(
             inputs.question_id,
             self.name,

@@ -326,21 +326,17 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
     return tasks[0]
 
 
-def check_explainable(models: Sequence[PreTrainedModel]) -> None:
-    """Refuse causal LMs: attributions for decoders are not built yet (``regtune analyze`` works for them).
-
-    Integrated Gradients and attention-gradient need the decoder's register layout at the embedding
-    output, and LRP needs AttnLRP's rules for RMSNorm, gated MLPs and rotary attention (Achtibat et al.
-    2024), which regtune's encoder LRP does not have. Refusing is better than maps that look right.
-    """
+def check_explainable(models: Sequence[PreTrainedModel], methods: Sequence[str]) -> None:
+    """Refuse LRP on causal LMs: AttnLRP (Achtibat et al., ICML 2024) needs rules for RMSNorm, gated MLPs
+    and rotary attention that regtune's encoder LRP does not have, and maps without them would look
+    right while not being conservative. IG and attention-gradient work on decoders."""
     from regtune.core.registers import is_causal_model
 
     causal = [type(m).__name__ for m in models if is_causal_model(m)]
-    if causal:
+    if causal and "lrp" in methods:
         raise RegtuneError(
-            f"regtune explain does not attribute causal LMs yet ({causal[0]}): LRP would need AttnLRP "
-            "rules for RMSNorm, gated MLPs and rotary attention; use regtune analyze for sinks, massive "
-            "activations and register roles"
+            f"LRP is not available for causal LMs ({causal[0]}): it would need AttnLRP rules for RMSNorm, "
+            "gated MLPs and rotary attention; use --method ig,attn-grad"
         )
 
 
@@ -475,7 +471,7 @@ def run_explain(
 
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     task = check_same_task(models)
-    check_explainable(models)
+    check_explainable(models, methods)
     config = ExplainConfig(
         methods=tuple(methods),
         target=target or task.explain_targets[-1],
