@@ -16,8 +16,10 @@ Methods: 'ig' (Integrated Gradients on the embedding output, Captum), 'attn-grad
 attention-gradient relevance) and 'lrp' (AttnLRP-style LRP with a conservation check). The task comes
 from the model. QA: every method explains the predicted span's logit in one fixed window per question
 (the one holding the gold answer). Classification: the predicted class's logit on the sentence (or
-pair); faithfulness masks sentence tokens only, never [CLS], [SEP] or a register. Models of one base
-with different register counts align token by token. Examples:
+pair); faithfulness masks sentence tokens only, never [CLS], [SEP] or a register. Generative QA (causal
+LMs): log p(first generated answer token) at the prompt's last position, with ig and attn-grad (LRP is
+refused: decoders would need AttnLRP's RMSNorm, gated-MLP and rotary rules); faithfulness masks passage
+tokens only. Models of one base with different register counts align token by token. Examples:
 
   regtune explain --model runs/tau0/model --compare runs/tau8/model \\
       --dev ../shared/data/tydiqa-goldp/en/dev.json --num-examples 200 --output-dir runs/explain
