@@ -300,6 +300,8 @@ def test_analyze_a_decoder_pair_reports_sinks_massive_activations_and_ablation(
     assert ablation["single"] == []  # generation is costly: all registers at once only
     assert [row["mode"] for row in ablation["all"]] == ["zero", "mean", "mask"]
     assert not (tmp_path / "z" / "tau0" / "ablation.json").exists()
+    page = (tmp_path / "z" / "index.html").read_text()
+    assert "massive activations" in page and "massive on register" in page
 
 
 def test_explain_refuses_lrp_on_a_decoder_in_one_line(

@@ -45,6 +45,27 @@ def layer_table(label: str, analysis: Mapping[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
+def massive_table(label: str, analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per layer: the largest activation, where it sits, its ratio to the median, and the massive ones."""
+    rows = []
+    for entry in analysis.get("massive_activations", {}).get("layers", []):
+        top = entry["top"][0]
+        by_cat = entry["massive_by_category"]
+        rows.append(
+            {
+                "model": label,
+                "layer": entry["layer"],
+                "largest |x|": _round(top["value"], 1),
+                "on": f"{top['token']} ({top['category']})",
+                "× median": _round(entry["top1_over_median"], 0),
+                "median |x|": _round(entry["median_magnitude"], 4),
+                "massive tokens": entry["massive_tokens"],
+                **{f"massive on {cat}": by_cat.get(cat, 0) for cat in ("cls", "register", "sep")},
+            }
+        )
+    return rows
+
+
 def ablation_table(label: str, ablation: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per ablation: which register, how, the primary score and its Δ with the interval."""
     metric, name = ablation_metric(ablation)
@@ -203,6 +224,10 @@ def _write_page(
             row for label, analysis in analyses.items() for row in layer_table(label, analysis)
         ]
     }
+    massive = [row for label, analysis in analyses.items() for row in massive_table(label, analysis)]
+    if massive:
+        name = "Per layer: massive activations (|x| > 100 and > 1000 × median; Sun et al. 2024)"
+        tables[name] = massive
     if ablations:
         rows = [row for label, ablated in ablations.items() for row in ablation_table(label, ablated)]
         tables[f"Register ablation on the whole dev file (paired {unit} bootstrap)"] = rows
