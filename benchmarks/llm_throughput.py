@@ -129,6 +129,49 @@ def main() -> None:
         "regtune_tau0": (add_registers(copy.deepcopy(stock), 0), CausalCollator(tokenizer), 0),
         "regtune_tau8": (add_registers(copy.deepcopy(stock), 8), CausalCollator(tokenizer), 8),
     }
+    times, flops = timed_rounds(arms, rows, batches, args, device, precision)
+    peak_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = matmul_peak(device, peak_dtype)
+    real_tokens = sum(len(rows["input_ids"][i]) for b in batches for i in b)
+    result: dict = {
+        "device": str(device),
+        "precision": precision,
+        "steps": len(batches),
+        "rounds": args.rounds,
+        "batch_size": 8,
+        f"{precision}_matmul_peak_gflops": peak / 1e9,
+        "arms": {},
+    }
+    for name in arms:
+        round_seconds = statistics.median(sum(t) for t in times[name])
+        result["arms"][name] = {
+            "seconds_per_step": round_seconds / len(batches),
+            "real_tokens_per_second": real_tokens / round_seconds,
+            "gflops": sum(flops[name]) / round_seconds / 1e9,
+            f"fraction_of_{precision}_peak": sum(flops[name]) / round_seconds / peak,
+        }
+    for name in ("regtune_tau0", "regtune_tau8"):
+        ratios = [
+            times[name][r][k] / times["stock"][r][k] for r in range(args.rounds) for k in range(len(batches))
+        ]
+        result["arms"][name]["time_vs_stock_paired_median"] = statistics.median(ratios)
+    result["eval"] = evaluate_speed(arms, tokenizer, args, device)
+    print_table(result)
+    print(json.dumps(result))
+
+
+def timed_rounds(
+    arms: dict,
+    rows: dict,
+    batches: list[list[int]],
+    args: argparse.Namespace,
+    device: torch.device,
+    precision: str,
+) -> tuple[dict, dict]:
+    """Warm-up steps, then ``args.rounds`` rounds of every batch with the arms interleaved step by step.
+
+    Returns per arm the seconds [round][batch] and the FLOPs [batch] of each step.
+    """
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-6) for name, (m, _, _) in arms.items()}
 
     def step(name: str, indices: list[int]) -> tuple[float, dict]:
@@ -159,34 +202,7 @@ def main() -> None:
                 seconds, batch = step(name, indices)
                 times[name][r][k] = seconds
                 flops[name][k] = step_flops(arms[name][0], batch, arms[name][2])
-    peak_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peak = matmul_peak(device, peak_dtype)
-    real_tokens = sum(len(rows["input_ids"][i]) for b in batches for i in b)
-    result: dict = {
-        "device": str(device),
-        "precision": precision,
-        "steps": len(batches),
-        "rounds": args.rounds,
-        "batch_size": 8,
-        f"{precision}_matmul_peak_gflops": peak / 1e9,
-        "arms": {},
-    }
-    for name in arms:
-        round_seconds = statistics.median(sum(t) for t in times[name])
-        result["arms"][name] = {
-            "seconds_per_step": round_seconds / len(batches),
-            "real_tokens_per_second": real_tokens / round_seconds,
-            "gflops": sum(flops[name]) / round_seconds / 1e9,
-            f"fraction_of_{precision}_peak": sum(flops[name]) / round_seconds / peak,
-        }
-    for name in ("regtune_tau0", "regtune_tau8"):
-        ratios = [
-            times[name][r][k] / times["stock"][r][k] for r in range(args.rounds) for k in range(len(batches))
-        ]
-        result["arms"][name]["time_vs_stock_paired_median"] = statistics.median(ratios)
-    result["eval"] = evaluate_speed(arms, tokenizer, args, device)
-    print_table(result)
-    print(json.dumps(result))
+    return times, flops
 
 
 def evaluate_speed(arms: dict, tokenizer, args: argparse.Namespace, device: torch.device) -> dict:

@@ -479,11 +479,9 @@ def analyze_model(
                 valid = cats >= 0  # (B, S)
                 norms = torch.stack([h.float().norm(dim=-1) for h in hidden])  # (L+1, B, S)
                 norm_parts.append(norms[:, valid].cpu().numpy())
-                magnitudes = [h.float().abs() for h in hidden]  # L+1 × (B, S, H)
-                peak_parts.append(torch.stack([m.amax(-1) for m in magnitudes])[:, valid].cpu().numpy())
-                median_parts.append(
-                    torch.stack([m.median(-1).values for m in magnitudes])[:, valid].cpu().numpy()
-                )
+                peaks, medians = _magnitudes(hidden, valid)
+                peak_parts.append(peaks)
+                median_parts.append(medians)
                 cat_parts.append(cats[valid].cpu().numpy())
                 labels.extend(chunk_labels)
                 _accumulate(sums, hidden, probs, cats, full_ids, reg)
@@ -512,6 +510,14 @@ def analyze_model(
         peaks=np.concatenate(peak_parts, axis=1),
         medians=np.concatenate(median_parts, axis=1),
     )
+
+
+def _magnitudes(hidden: Sequence[torch.Tensor], valid: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer and real token, the largest and the median |element| of its hidden state: (L+1, T) each."""
+    magnitudes = [h.float().abs() for h in hidden]  # L+1 × (B, S, H)
+    peaks = torch.stack([m.amax(-1) for m in magnitudes])[:, valid]
+    medians = torch.stack([m.median(-1).values for m in magnitudes])[:, valid]
+    return peaks.cpu().numpy(), medians.cpu().numpy()
 
 
 def _accumulate(
