@@ -9,7 +9,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -74,6 +74,15 @@ study-llm: setup
 		--output-dir $(LLM_STUDY_DIR)
 	$(VENV)/bin/regtune report $(LLM_STUDY_DIR) --export $(LLM_RESULTS)
 	mkdir -p $(LLM_RESULTS)/zero-shot && cp $(LLM_ZERO_SHOT_DIR)/*.json $(LLM_RESULTS)/zero-shot/
+
+# Issue #12 §5: sinks, massive activations, register roles and the all-registers ablation of the SmolLM2
+# study's seed-1 τ=0 and τ=8 models (statistics on 100 en dev questions; ablation on all 440).
+LLM_ANALYZE_DIR ?= runs/analyze-smollm2
+analyze-study-llm: setup
+	$(VENV)/bin/regtune analyze --model $(LLM_STUDY_DIR)/runs/tau0-seed1/model \
+		--compare $(LLM_STUDY_DIR)/runs/tau8-seed1/model --dev $(DATA_DIR)/en/dev.json --num-examples 100 \
+		--output-dir $(LLM_ANALYZE_DIR)
+	mkdir -p $(LLM_RESULTS) && rm -rf $(LLM_RESULTS)/analyze && cp -r $(LLM_ANALYZE_DIR) $(LLM_RESULTS)/analyze
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).
