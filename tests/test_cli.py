@@ -359,3 +359,20 @@ def test_global_flags_work_before_and_after_the_subcommand(argv: list[str], verb
     from regtune.cli.main import build_parser
 
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_train_without_dev_trains_saves_and_evaluates_later(
+    tiny_model_dir: Path, tiny_squad: SquadPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--model", str(tiny_model_dir), "--registers", "2", "--train", str(tiny_squad.train),
+            "--output-dir", str(out), "--max-steps", "2", "--batch-size", "4", "--max-length", "128",
+            "--doc-stride", "32", "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "trained without --dev" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 2 and metrics["dev_file"] is None and "f1" not in metrics
+    assert not (out / "predictions.json").exists() and (out / "model" / "model.safetensors").exists()
+    assert json.loads((out / "config.json").read_text())["data"]["dev_file"] is None
+    assert cli.main(["evaluate", "--model", str(out / "model"), "--dev", str(tiny_squad.dev)]) == 0
+    assert json.loads(capsys.readouterr().out)["num_questions"] > 0

@@ -47,7 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="training file: SQuAD-1.1 JSON or hub:tydiqa:LANG:train (qa); TSV/CSV/JSONL (classification)",
     )
-    p.add_argument("--dev", required=True, help="file scored after training, in the training file's format")
+    p.add_argument(
+        "--dev",
+        help="file scored after training, in the training file's format (without it the run trains and "
+        "saves the model only; score it later with regtune evaluate)",
+    )
     p.add_argument(
         "--output-dir", required=True, help="run folder for config, metrics, predictions and model"
     )
@@ -85,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = train_model(config, resume=args.resume, progress=not args.no_progress)
     if metrics:
         out = Path(config.output_dir)
-        print(score_line(config.task, metrics))
-        for name in ("model", "metrics.json", "predictions.json"):
+        if args.dev:
+            print(score_line(config.task, metrics))
+        else:
+            print(
+                f"trained without --dev; score it with: regtune evaluate --model {out / 'model'} --dev FILE"
+            )
+        for name in ("model", "metrics.json", "predictions.json")[: 3 if args.dev else 2]:
             print(f"{name.split('.')[0]}: {out / name}")
     return 0

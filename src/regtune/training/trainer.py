@@ -269,7 +269,12 @@ def train_model(
 
     task = get_task(config.task)
     train = _load(task, config, config.train_file, "train")
-    dev = _load(task, config, config.dev_file, "dev", labels=task.label_names(train))
+    # Without a dev file the run trains and saves; `regtune evaluate` scores the model later.
+    dev = (
+        _load(task, config, config.dev_file, "dev", labels=task.label_names(train))
+        if config.dev_file
+        else None
+    )
     tokenizer = load_tokenizer(config.model)
     train_dataset = task.train_dataset(train, tokenizer, config)
 
@@ -323,7 +328,7 @@ def train_model(
 
 
 def _save_and_score(
-    trainer: Trainer, task: Task, config: TrainConfig, tokenizer: Any, dev: TaskData, *, progress: bool
+    trainer: Trainer, task: Task, config: TrainConfig, tokenizer: Any, dev: TaskData | None, *, progress: bool
 ) -> dict[str, Any]:
     """Save the trained model atomically, score the dev file, write its predictions and scores.
 
@@ -337,19 +342,20 @@ def _save_and_score(
         # is the faster one there (en dev: 4.4 s against 15 s with eager).
         model.set_attn_implementation("sdpa")
     _save_model_atomically(model, tokenizer, run_dir / "model")
-    evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
-    atomic_write_json(run_dir / "predictions.json", evaluation.predictions)
-    atomic_write_json(run_dir / task.per_example_file, evaluation.per_example)
-    return {
-        **evaluation.metrics,
+    run = {
         "task": task.name,
-        "dev_file": config.dev_file,
+        "dev_file": config.dev_file or None,
         "num_registers": config.num_registers,
         "seed": config.seed,
         "precision": "bf16" if trainer.args.bf16 else "fp32",  # what 'auto' resolved to on this machine
         "attn_implementation": trained_attn,  # what training used
-        f"skipped_dev_{task.unit}s": len(dev.skipped),
     }
+    if dev is None:
+        return run
+    evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
+    atomic_write_json(run_dir / "predictions.json", evaluation.predictions)
+    atomic_write_json(run_dir / task.per_example_file, evaluation.per_example)
+    return {**evaluation.metrics, **run, f"skipped_dev_{task.unit}s": len(dev.skipped)}
 
 
 def _write_run_config(run_dir: Path, config: TrainConfig) -> None:
@@ -362,8 +368,8 @@ def _write_run_config(run_dir: Path, config: TrainConfig) -> None:
             "data": {
                 "train_file": config.train_file,
                 "train_sha256_16": _file_digest(config.train_file),
-                "dev_file": config.dev_file,
-                "dev_sha256_16": _file_digest(config.dev_file),
+                "dev_file": config.dev_file or None,
+                "dev_sha256_16": _file_digest(config.dev_file) if config.dev_file else None,
             },
         },
     )
