@@ -34,6 +34,7 @@ from regtune.training.trainer import (
     build_model,
     check_run_dir,
     optimizer_param_groups,
+    report_destinations,
     train_model,
     truncate_log,
 )
@@ -314,6 +315,41 @@ def test_check_run_dir_names_the_differing_key(finished_run: FinishedRun) -> Non
         message = str(err.value)
         assert "different config (lr)" in message and str(finished_run.dir) in message
         assert "\n" not in message
+
+
+def test_report_to_never_blocks_a_resume_and_old_runs_reported_to_tensorboard(
+    finished_run: FinishedRun, tmp_path: Path
+) -> None:
+    saved = json.loads((finished_run.dir / "config.json").read_text())
+    assert saved["config"]["report_to"] == "tensorboard"
+    del saved["config"]["report_to"]  # a run folder from before the option existed
+    atomic_write_json(tmp_path / "config.json", saved)
+    assert check_run_dir(tmp_path, finished_run.config, resume=True) is None
+    elsewhere = dataclasses.replace(finished_run.config, report_to="none")
+    assert check_run_dir(tmp_path, elsewhere, resume=True) is None  # where logs go changes no result
+
+
+def test_report_to_takes_none_tensorboard_or_an_installed_integration() -> None:
+    from transformers.integrations import get_available_reporting_integrations
+
+    assert report_destinations("none") == "none"
+    assert report_destinations("tensorboard") == ["tensorboard"]  # tensorboard is a dev dependency
+    missing = next(
+        n
+        for n in ("wandb", "mlflow", "comet_ml", "neptune", "clearml")
+        if n not in get_available_reporting_integrations()
+    )
+    with pytest.raises(
+        RegtuneError, match=rf"--report-to {missing}: not installed here; installed: none, tensorboard"
+    ):
+        report_destinations(missing)
+
+
+def test_report_to_none_writes_no_event_files(make_config: Callable[..., Any], tmp_path: Path) -> None:
+    metrics = train_model(make_config(tmp_path / "run", report_to="none", max_steps=2), progress=False)
+    assert metrics["train_steps"] == 2
+    assert not list((tmp_path / "run" / "trainer").rglob("events.out.tfevents*"))
+    assert (tmp_path / "run" / "train_log.jsonl").read_text().strip()  # our own log is always written
 
 
 def test_check_run_dir_refuses_the_same_run_without_resume(finished_run: FinishedRun) -> None:

@@ -55,7 +55,7 @@ GRID_AXES: dict[str, str] = {
     "seed": "seed",
 }
 #: Options that only say how the runs are carried out; they may differ between invocations of one sweep.
-EXECUTION_OPTIONS = ("save_steps", "logging_steps", "eval_batch_size")
+EXECUTION_OPTIONS = ("save_steps", "logging_steps", "eval_batch_size", "report_to")
 #: Name of the held-out split's scores under select_on='validation'.
 VALIDATION = "validation"
 

@@ -62,6 +62,13 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
     strict: bool = field(default=False, metadata={"help": "Fail on bad records instead of skipping them."})
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every this many steps."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss and LR every this many steps."})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={
+            "help": "Where the Trainer's logs go besides train_log.jsonl: tensorboard, none, or any "
+            "integration transformers supports that is installed (wandb, mlflow, comet_ml, ...)."
+        },
+    )
     attn_implementation: str = field(
         default="auto",
         metadata={
@@ -121,9 +128,11 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
 
 
 def saved_run_config(run_config_file: Path) -> dict[str, Any]:
-    """The ``config`` object of a run's config.json; run folders from before tasks existed are QA runs."""
+    """The ``config`` object of a run's config.json, with the defaults of options added since: run folders
+    from before tasks existed are QA runs, and from before ``report_to`` reported to TensorBoard."""
     saved = json.loads(run_config_file.read_text(encoding="utf-8"))["config"]
     saved.setdefault("task", "qa")
+    saved.setdefault("report_to", "tensorboard")  # what every run did before the option existed
     return saved
 
 
@@ -163,6 +172,7 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "--eval-batch-size": ("eval_batch_size", int),
     "--save-steps": ("save_steps", int),
     "--logging-steps": ("logging_steps", int),
+    "--report-to": ("report_to", str),
     "--attn-implementation": ("attn_implementation", str),
     "--attention-dropout": ("attention_dropout", float),
     "--precision": ("precision", str),

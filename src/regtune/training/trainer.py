@@ -200,6 +200,9 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     if not config_file.exists():
         return None
     saved, current = saved_run_config(config_file), config.to_dict()
+    for key in LOGGING_ONLY:  # where logs go changes no result: a resumed run may report elsewhere
+        saved.pop(key, None)
+        current.pop(key, None)
     if saved != current:
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise RegtuneError(
@@ -262,6 +265,7 @@ def train_model(
     if not config.output_dir:
         raise RegtuneError("no --output-dir given")
     run_dir = Path(config.output_dir)
+    report_destinations(config.report_to)  # a missing integration fails now, not after featurising
     finished = check_run_dir(run_dir, config, resume)
     if finished is not None:
         logger.info("%s already finished; returning its metrics", run_dir)
@@ -384,6 +388,33 @@ def _prepare_log(log_file: Path, checkpoint: str | None) -> None:
         truncate_log(log_file, state["global_step"])
 
 
+#: Options that only say where logs go; they never make two runs differ.
+LOGGING_ONLY = ("report_to",)
+
+
+def report_destinations(report_to: str) -> list[str] | str:
+    """``--report-to`` as TrainingArguments takes it: 'none', or the integrations, checked to be installed.
+
+    TensorBoard, the default, is left out quietly where it is not installed (train_log.jsonl always has
+    the log); any other integration that is missing is an error that lists the installed ones.
+    """
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    if not names or names == ["none"]:
+        return "none"
+    if names == ["tensorboard"]:
+        return ["tensorboard"] if is_tensorboard_available() else "none"
+    available = get_available_reporting_integrations()
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise RegtuneError(
+            f"--report-to {','.join(missing)}: not installed here; installed: "
+            f"{', '.join(['none', *available]) if available else 'none'}"
+        )
+    return names
+
+
 def training_arguments(config: TrainConfig, trainer_dir: Path, *, progress: bool) -> TrainingArguments:
     """HF ``TrainingArguments`` for ``config`` on this machine (device, precision, data loading)."""
     cuda = torch.cuda.is_available()
@@ -409,7 +440,7 @@ def training_arguments(config: TrainConfig, trainer_dir: Path, *, progress: bool
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        report_to=["tensorboard"] if is_tensorboard_available() else "none",
+        report_to=report_destinations(config.report_to),
         disable_tqdm=not progress,
         remove_unused_columns=False,  # the collator drops the non-tensor columns itself
         bf16=use_bf16,
