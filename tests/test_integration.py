@@ -75,7 +75,11 @@ def test_minilm_learns_tydi_english(data_dir: Path, tmp_path: Path) -> None:
     assert saved["regtune_qa"] == asdict(settings)
 
 
-def test_torchrun_two_cpu_processes(tiny_model_dir: Path, tiny_squad: SquadPair, tmp_path: Path) -> None:
+@pytest.mark.parametrize("registers", ["0", "2"])
+def test_torchrun_two_cpu_processes(
+    registers: str, tiny_model_dir: Path, tiny_squad: SquadPair, tmp_path: Path
+) -> None:
+    """DDP with 2 CPU processes at τ>0 and at τ=0 (the baseline arm of every sweep)."""
     bin_dir = Path(sys.executable).parent
     torchrun, regtune = bin_dir / "torchrun", bin_dir / "regtune"
     if not (torchrun.is_file() and regtune.is_file()):
@@ -106,7 +110,7 @@ def test_torchrun_two_cpu_processes(tiny_model_dir: Path, tiny_squad: SquadPair,
             "--output-dir",
             str(out_dir),
             "--registers",
-            "2",
+            registers,
             "--max-steps",
             "6",
             "--batch-size",

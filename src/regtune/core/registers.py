@@ -128,7 +128,11 @@ class RegisterTokens(nn.Module):
     def __init__(self, config: RegisterConfig, hidden_size: int) -> None:
         super().__init__()
         self.config = config
-        self.tokens = nn.Parameter(torch.empty(config.num_registers, hidden_size))
+        # At τ=0 the (0, H) tensor is never used in a forward pass. DDP (find_unused_parameters=False, the
+        # Trainer's setting) fails on a parameter that requires grad and gets none, so it takes no grad.
+        self.tokens = nn.Parameter(
+            torch.empty(config.num_registers, hidden_size), requires_grad=config.num_registers > 0
+        )
         # Set only inside `register_intervention` (ablations, attribution baselines); never saved.
         self.values_override: torch.Tensor | None = None  # (R, H) or (B, R, H)
         self.keep_override: torch.Tensor | None = None  # (R,) bool; False masks a register out
