@@ -6,12 +6,13 @@ evaluation tests alike. Everything works offline.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -123,11 +124,25 @@ def find_sst2_dir() -> Path | None:
     return next((c for c in candidates if (c / "train.tsv").is_file()), None)
 
 
-def missing_data(what: str) -> None:
-    """In CI a missing data folder is a failure; elsewhere the test is skipped, saying why."""
+def skip_or_fail(reason: str) -> NoReturn:
+    """A test that cannot run: a failure in CI (``CI`` set), where everything it needs must be there;
+    elsewhere a skip whose reason pytest prints (``-ra``)."""
     if os.environ.get("CI"):
-        pytest.fail(f"{what} not found, and CI is set: CI must have the data (../shared/data)")
-    pytest.skip(f"{what} not found (set {DATA_ENV} or REGTUNE_SST2_DIR); in CI this fails instead")
+        pytest.fail(f"{reason}; CI is set, so this is a failure, not a skip")
+    pytest.skip(f"{reason}; in CI this fails instead")
+
+
+def require_module(name: str) -> Any:
+    """Import a test dependency of the ``dev`` extra, or :func:`skip_or_fail` if it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        skip_or_fail(f"{name} is not installed ({err}); `pip install -e .[dev]` installs it")
+
+
+def missing_data(what: str) -> NoReturn:
+    """In CI a missing data folder is a failure; elsewhere the test is skipped, saying why."""
+    skip_or_fail(f"{what} not found (set {DATA_ENV} or REGTUNE_SST2_DIR; CI must have ../shared/data)")
 
 
 @pytest.fixture(scope="session")

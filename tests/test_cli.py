@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FinishedRun, SquadPair
+from conftest import FinishedRun, SquadPair, skip_or_fail
 from regtune.cli import main as cli
 from regtune.tasks.qa.data import read_squad
 from regtune.tasks.qa.task import PRESETS
@@ -192,7 +192,7 @@ def test_evaluate_and_predict_errors_are_one_line(
 def test_console_script_shows_no_traceback(tiny_squad: SquadPair, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("regtune")
     if not script.is_file():
-        pytest.skip(f"console script not installed beside {sys.executable}")
+        skip_or_fail(f"the regtune console script is not installed beside {sys.executable}")
     bad = _bad_answer_file(tmp_path / "bad.json")
     result = subprocess.run(
         [

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import require_module
 from regtune.core.errors import ConfigError, DataError, RegtuneError
 from regtune.tasks.qa.data import (
     TYDI_LANGUAGES,
@@ -343,7 +344,7 @@ HUB_ROWS = [
 
 @pytest.fixture(scope="module")
 def hub_dataset() -> Any:
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")
     features = datasets.Features(
         {
             "id": datasets.Value("string"),

@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from conftest import require_module, skip_or_fail
 from regtune.core.errors import ConfigError
 from regtune.core.hub import load_tokenizer
 from regtune.tasks.qa.data import Answer, QAExample
@@ -69,7 +70,7 @@ def roberta() -> PreTrainedTokenizerBase:
             model_max_length=512,
         )
     except Exception as err:  # pragma: no cover - depends on the installed tokenizers
-        pytest.skip(f"cannot build a RoBERTa-style tokenizer offline: {err}")
+        skip_or_fail(f"cannot build a RoBERTa-style tokenizer offline ({type(err).__name__}: {err})")
 
 
 @pytest.fixture(params=["bert", "roberta"])
@@ -358,7 +359,7 @@ def test_collator_stacks_labels_and_pads_to_max_length(bert: PreTrainedTokenizer
 
 
 def test_collator_reads_datasets_rows(bert: PreTrainedTokenizerBase) -> None:
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")
     features = prepare_eval_features(
         [example(long_context(), "purple elephant"), example(CONTEXT, "Paris", qid="q1")],
         bert,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from transformers import set_seed
 
-from conftest import SquadPair, squad_slice
+from conftest import SquadPair, skip_or_fail, squad_slice
 from regtune.core.hub import load_tokenizer
 from regtune.tasks.qa.data import read_squad
 from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
@@ -83,7 +83,7 @@ def test_torchrun_two_cpu_processes(
     bin_dir = Path(sys.executable).parent
     torchrun, regtune = bin_dir / "torchrun", bin_dir / "regtune"
     if not (torchrun.is_file() and regtune.is_file()):
-        pytest.skip(f"torchrun or the regtune console script missing from {bin_dir}")
+        skip_or_fail(f"torchrun or the regtune console script missing from {bin_dir}")
     out_dir = tmp_path / "ddp"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     # Rank 1 starts late, so that it finds the config.json rank 0 has already written (a race that

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import require_module
 from regtune.tasks.qa.data import Answer, QAExample
 from regtune.tasks.qa.metrics import (
     SquadResult,
@@ -134,7 +135,7 @@ def test_references_from_examples_keeps_every_answer() -> None:
 
 
 def test_matches_torchmetrics_when_available() -> None:
-    squad_metric = pytest.importorskip("torchmetrics.text").SQuAD
+    squad_metric = require_module("torchmetrics.text").SQuAD
     references = {"q1": ["a cat sat down"], "q2": ["Paris", "paris, France"], "q3": ["the 1990s"]}
     predictions = {"q1": "the cat sat", "q2": "France", "q3": "1990s"}
     preds = [{"id": qid, "prediction_text": text} for qid, text in predictions.items()]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import skip_or_fail
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
 from regtune.experiments.sweep import VALIDATION, SweepConfig, collect_results, write_results_csv
@@ -392,9 +392,7 @@ def chromium_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium not found: .ci/run must install it (apt-get install -y chromium)")
-    pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    skip_or_fail("chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
 
 
 def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAST_TRAIN, SquadPair
+from conftest import FAST_TRAIN, SquadPair, require_module
 from regtune.cli import main as cli
 from regtune.cli import sweep as cli_sweep
 from regtune.core.errors import ConfigError, RegtuneError
@@ -476,7 +476,7 @@ def test_worker_processes_give_the_local_results(local_pair: SweepConfig, tmp_pa
 
 @pytest.mark.slow
 def test_ray_launcher_gives_the_local_results(local_pair: SweepConfig, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    ray = require_module("ray")
     sweep = _same_sweep_elsewhere(local_pair, tmp_path / "ray")
     try:
         done: list[str] = []
