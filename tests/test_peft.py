@@ -1,6 +1,7 @@
-"""Registers under the real ``peft`` library's LoRA: registers first, then ``get_peft_model`` with
-``modules_to_save=["registers"]``. PEFT trains and saves a copy of the register module; the register
-hooks look the module up at every call, so that copy is the one in use."""
+"""Registers under the real ``peft`` library's LoRA, in either order: registers first, then
+``get_peft_model`` with ``modules_to_save=["registers"]``; or LoRA first, then ``add_registers`` on the
+``PeftModel``, which lists the registers in ``modules_to_save`` itself. PEFT trains and saves a copy of
+the register module; the register hooks look the module up at every call, so that copy is the one in use."""
 
 from __future__ import annotations
 
@@ -33,12 +34,17 @@ def _outputs(model, batch: dict) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else torch.stack([out.start_logits, out.end_logits])
 
 
+@pytest.mark.parametrize("order", ["registers-first", "lora-first"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_lora_on_a_register_model_trains_saves_and_loads_registers(case: str, tmp_path: Path) -> None:
+def test_lora_and_registers_train_save_and_load(case: str, order: str, tmp_path: Path) -> None:
     build, make_batch, targets = CASES[case]
     torch.manual_seed(0)
-    model = add_registers(build(), TAU)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules=targets, modules_to_save=["registers"]))
+    if order == "registers-first":
+        model = add_registers(build(), TAU)
+        peft = get_peft_model(model, LoraConfig(r=4, target_modules=targets, modules_to_save=["registers"]))
+    else:
+        peft = add_registers(get_peft_model(build(), LoraConfig(r=4, target_modules=targets)), TAU)
+        assert "registers" in peft.peft_config["default"].modules_to_save
     registers = get_register_module(peft)
     assert registers.tokens.requires_grad
     assert register_parameters(peft) == [registers.tokens]  # what regtune's optimizer groups will see
@@ -66,3 +72,14 @@ def test_lora_on_a_register_model_trains_saves_and_loads_registers(case: str, tm
     with loaded.disable_adapter():  # no adapter: the base's own registers are in use again
         assert torch.equal(get_register_module(loaded).tokens, fresh_tokens)
         assert (_outputs(loaded, batch) - trained).abs().max() > 1e-4
+
+
+def test_registers_frozen_by_peft_are_not_dropped_silently() -> None:
+    from regtune.core.errors import RegtuneWarning
+    from regtune.training.trainer import optimizer_param_groups
+
+    # Registers first, but not listed in modules_to_save: PEFT freezes them.
+    peft = get_peft_model(add_registers(tiny_lm("llama"), TAU), LoraConfig(r=4, target_modules=["q_proj"]))
+    assert not get_register_module(peft).tokens.requires_grad
+    with pytest.warns(RegtuneWarning, match="registers are frozen .* modules_to_save"):
+        optimizer_param_groups(peft, lr=1e-3, weight_decay=0.0)

@@ -375,6 +375,22 @@ def _init_tokens(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, 
     nn.init.trunc_normal_(tokens, mean=0.0, std=std, a=-2 * std, b=2 * std)
 
 
+def _save_with_peft(model: nn.Module) -> None:
+    """Registers added to a ``PeftModel`` (LoRA first): list them in every adapter's ``modules_to_save``, so
+    that PEFT trains, saves and loads them, exactly as when they were added before ``get_peft_model``."""
+    from peft.utils import set_additional_trainable_modules
+
+    for name, peft_config in model.peft_config.items():
+        peft_config.modules_to_save = [*(peft_config.modules_to_save or []), MODULE_NAME]
+        set_additional_trainable_modules(
+            model=model.get_base_model(),
+            peft_config=peft_config,
+            model_config=model.config.to_dict(),
+            adapter_name=name,
+            activate_adapter=name in model.active_adapters,
+        )
+
+
 def add_registers(
     model: PreTrainedModel,
     num_registers: int,
@@ -428,6 +444,8 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     base.add_module(MODULE_NAME, module)
     model.num_registers = config.num_registers
     setattr(model.config, CONFIG_KEY, config.to_dict())
+    if initialize and config.num_registers and hasattr(model, "peft_config"):
+        _save_with_peft(model)
     if causal:
         attach_causal(base, lambda: _live(base))
         return model

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from transformers.integrations import is_tensorboard_available
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from regtune.core.errors import RegtuneError
+from regtune.core.errors import RegtuneError, RegtuneWarning
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, atomic_write_text
 from regtune.core.precision import resolve_attn_implementation, resolve_precision
@@ -74,6 +75,15 @@ def optimizer_param_groups(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     registers = [p for p in register_parameters(model) if p.requires_grad]
+    frozen = [p for p in register_parameters(model) if not p.requires_grad and p.numel()]
+    if frozen:
+        # The usual cause: get_peft_model froze them. Training on would leave them at their init silently.
+        warnings.warn(
+            "the registers are frozen (requires_grad=False) and will not train; under PEFT, list "
+            "'registers' in modules_to_save (or call add_registers on the PeftModel)",
+            RegtuneWarning,
+            stacklevel=2,
+        )
     if registers:
         groups.append({"params": registers, "weight_decay": 0.0, "lr": register_lr or lr})
     return groups
