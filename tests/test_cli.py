@@ -68,6 +68,7 @@ def test_every_option_has_help() -> None:
         "report",
         "explain",
         "analyze",
+        "push",
     }
     for name, p in parsers.items():
         for action in p._actions:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from regtune import __version__
-from regtune.cli import analyze, evaluate, explain, predict, report, sweep, train
+from regtune.cli import analyze, evaluate, explain, predict, push, report, sweep, train
 from regtune.core.errors import RegtuneError
 
 EXIT_USER_ERROR = 2
@@ -39,6 +39,7 @@ COMMANDS: dict[str, ModuleType] = {
     "report": report,
     "explain": explain,
     "analyze": analyze,
+    "push": push,
 }
 
 

@@ -1069,3 +1069,30 @@ def export_results(root: Path, target: Path) -> list[Path]:
 def _linked(names: Sequence[str], alt: str, caption: str) -> str:
     png, svg = names
     return linked_figure(png, svg, alt, caption)
+
+
+def update_model_cards(root: Path, analysis: dict[str, Any]) -> list[Path]:
+    """Rewrite each finished run's model card with its sweep cell's scores (intervals over seeds).
+
+    A run scored on several dev files gets the first file's cell (the sweep's own ``--dev``).
+    """
+    from regtune.tasks import get_task
+    from regtune.training.config import TrainConfig, saved_run_config
+    from regtune.training.model_card import build_card, sweep_score_lines, write_model_card
+
+    task = get_task(analysis["settings"]["task"])
+    first_dev = analysis["devs"][0] if analysis.get("devs") else None
+    written = []
+    for cell in analysis["cells"]:
+        if first_dev is not None and cell.get("dev") not in (first_dev, None):
+            continue
+        for run_id in cell["runs"]:
+            run_dir = root / "runs" / run_id
+            if not (run_dir / "model" / "config.json").exists() or not (run_dir / "metrics.json").exists():
+                continue
+            config = TrainConfig.from_dict(saved_run_config(run_dir / "config.json"))
+            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            own = {name: metrics[name] for name in task.metrics if name in metrics}
+            card = build_card(config, task, metrics, None, scores=sweep_score_lines(task, cell, own))
+            written.append(write_model_card(run_dir / "model", card))
+    return written

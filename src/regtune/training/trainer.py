@@ -50,6 +50,7 @@ from regtune.core.precision import resolve_attn_implementation, resolve_precisio
 from regtune.core.registers import CONFIG_KEY, add_registers, register_parameters
 from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
 from regtune.training.config import TrainConfig, environment_versions, saved_run_config
+from regtune.training.model_card import build_card, write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +335,9 @@ def train_model(
         f"num_train_{task.sequence}s": len(train_dataset),
         f"skipped_train_{task.unit}s": len(train.skipped),
     }
+    per_example_file = run_dir / task.per_example_file
+    per_example = json.loads(per_example_file.read_text()) if dev is not None else None
+    write_model_card(run_dir / "model", build_card(config, task, metrics, per_example))
     # metrics.json last: its presence marks a finished run.
     atomic_write_json(run_dir / "metrics.json", metrics)
     for stale in trainer_dir.glob("checkpoint-*"):
