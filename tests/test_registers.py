@@ -478,3 +478,24 @@ def test_unsupported_encoders_are_refused_with_the_list() -> None:
                              intermediate_size=64)  # fmt: skip
     with pytest.raises(RegtuneError, match=r"model_type 'deberta-v2'\) is not supported.*bert, distilbert"):
         add_registers(DebertaV2ForQuestionAnswering(config), TAU)
+
+
+def test_load_model_reads_every_file_from_one_revision_of_one_subfolder(tmp_path: Path, monkeypatch) -> None:
+    import transformers.utils
+
+    model = _with_registers("bert")
+    model.save_pretrained(tmp_path / "sub")
+    loaded = load_model(tmp_path, subfolder="sub")  # config, weights and register tensor from sub/
+    assert torch.equal(get_register_module(loaded).tokens, get_register_module(model).tokens)
+    # Every file read gets the same revision, token and cache: none is left to its default.
+    calls = []
+    real = transformers.utils.cached_file
+
+    def recording(path, filename, *args, **kwargs):
+        calls.append((filename, kwargs.get("revision"), kwargs.get("token"), kwargs.get("subfolder")))
+        return real(path, filename, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.utils, "cached_file", recording)
+    load_model(tmp_path, subfolder="sub", revision="main", token="hf_fake")
+    assert {f for f, *_ in calls} >= {"model.safetensors.index.json", "model.safetensors"}
+    assert all(tuple(rest) == ("main", "hf_fake", "sub") for _, *rest in calls), calls

@@ -492,23 +492,28 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(previous)
 
 
-def _load_register_tensor(path: str, key: str) -> torch.Tensor:
-    """Read one tensor from a (possibly sharded) safetensors checkpoint."""
+#: ``from_pretrained`` options that say *which files* to read. load_model passes them to every read (the
+#: config, the weights, the register tensor), so that all of them come from one revision of one folder.
+HUB_FILE_OPTIONS = ("revision", "subfolder", "token", "cache_dir", "local_files_only", "force_download")
+
+
+def _load_register_tensor(path: str, key: str, hub: dict[str, Any]) -> torch.Tensor:
+    """Read one tensor from a (possibly sharded) safetensors checkpoint, from the files ``hub`` selects."""
     import json
 
     from safetensors import safe_open
     from transformers.utils import cached_file
 
     index_file = cached_file(
-        path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False
+        path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub
     )
     if index_file is not None:
         shard = json.loads(Path(index_file).read_text())["weight_map"].get(key)
         if shard is None:
             raise RegtuneError(f"{path}: checkpoint has no register tensor '{key}'")
-        weights_file = cached_file(path, shard)
+        weights_file = cached_file(path, shard, **hub)
     else:
-        weights_file = cached_file(path, "model.safetensors")
+        weights_file = cached_file(path, "model.safetensors", **hub)
     with safe_open(weights_file, framework="pt") as handle:
         if key not in handle.keys():  # noqa: SIM118 (safe_open handles are not containers)
             raise RegtuneError(f"{path}: checkpoint has no register tensor '{key}'")
@@ -524,14 +529,17 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
     Args:
         path: a folder written by ``save_pretrained``, a Hub id of one, or an embedded model's short name
             (``minilm-l6``, ``smollm2-135m``; see :data:`regtune.core.hub.EMBEDDED_MODELS`).
-        **from_pretrained_kwargs: passed on to ``from_pretrained`` (e.g. ``dtype``, ``device_map``).
+        **from_pretrained_kwargs: passed on to ``from_pretrained`` (e.g. ``dtype``, ``device_map``). The
+            file options (``revision``, ``subfolder``, ``token``, ``cache_dir``, ``local_files_only``,
+            ``force_download``) also go to the config and the register tensor's reads.
     """
     import transformers
 
     path = resolve_model_name(str(path))
+    hub = {k: from_pretrained_kwargs[k] for k in HUB_FILE_OPTIONS if k in from_pretrained_kwargs}
     from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False, **hub)
     except (OSError, ValueError) as err:
         raise RegtuneError(f"{path}: not a saved model folder ({err.__class__.__name__}: {err})") from err
     architectures = getattr(config, "architectures", None) or []
@@ -555,5 +563,5 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
     if register_config.num_registers:
         tokens = get_register_module(model).tokens
         with torch.no_grad():
-            tokens.copy_(_load_register_tensor(path, key).to(tokens.dtype))
+            tokens.copy_(_load_register_tensor(path, key, hub).to(tokens.dtype))
     return model
