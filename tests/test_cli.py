@@ -377,3 +377,43 @@ def test_train_without_dev_trains_saves_and_evaluates_later(
     assert json.loads((out / "config.json").read_text())["data"]["dev_file"] is None
     assert cli.main(["evaluate", "--model", str(out / "model"), "--dev", str(tiny_squad.dev)]) == 0
     assert json.loads(capsys.readouterr().out)["num_questions"] > 0
+
+
+def test_predict_a_question_file_with_top_k(
+    finished_run: FinishedRun, tiny_squad: SquadPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = read_squad(tiny_squad.dev).examples[:5]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        "".join(
+            json.dumps({"id": e.id, "question": e.question, "context": e.context}) + "\n" for e in examples
+        )
+    )
+    out = tmp_path / "answers.jsonl"
+    model = str(finished_run.dir / "model")
+    argv = [
+        "predict",
+        "--model",
+        model,
+        "--file",
+        str(questions),
+        "--output",
+        str(out),
+        "--top-k",
+        "3",
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [e.id for e in examples]
+    for record, example in zip(records, examples, strict=True):
+        assert 1 <= len(record["answers"]) <= 3 and record["answers"][0]["answer"] == record["answer"]
+        scores = [a["score"] for a in record["answers"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(example.context[a["start"] : a["end"]] == a["answer"] for a in record["answers"])
+    capsys.readouterr()
+    # The best answer is what a one-question predict prints.
+    one = examples[0]
+    assert cli.main(["predict", "--model", model, "--question", one.question, "--context", one.context]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == records[0]["answer"]
+    assert cli.main(["predict", "--model", model, "--text", "x", "--top-k", "0"]) == 2

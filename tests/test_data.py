@@ -491,3 +491,51 @@ def test_real_english_train(data_dir: Path) -> None:
     result = read_squad(data_dir / "en/train.json", strict=True)
     assert len(result.examples) == 3696
     assert result.skipped == []
+
+
+def test_read_questions_takes_jsonl_or_squad_json_without_answers(tmp_path: Path) -> None:
+    from regtune.tasks.qa.data import read_questions
+
+    lines = tmp_path / "q.jsonl"
+    lines.write_text(
+        '{"question": "Who?", "context": "Ada wrote it.", "id": "a"}\n\n'
+        '{"question": "When?", "context": "In 1843."}\n'
+    )
+    first, second = read_questions(lines)
+    assert (first.id, first.question, first.answers) == ("a", "Who?", ())
+    assert second.id == "line-3" and second.context == "In 1843."
+    squad = tmp_path / "q.json"
+    squad.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {"paragraphs": [{"context": "Ada wrote it.", "qas": [{"id": "x", "question": "Who?"}]}]}
+                ]
+            }
+        )
+    )
+    assert [e.id for e in read_questions(squad)] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"context": "c"}\n', r"line 1 \(id line-1\): the question is missing or empty"),
+        ('{"question": "q", "context": "c"}\nnot json\n', "line 2: not valid JSON"),
+        ('{"question": "q", "context": "  "}\n', "the context is missing or empty"),
+        (
+            '{"question": "q", "context": "c", "id": "d"}\n{"question": "r", "context": "c", "id": "d"}\n',
+            "question id d appears more than once",
+        ),
+        ("\n\n", "no questions in the file"),
+    ],
+)
+def test_read_questions_errors_name_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    from regtune.core.errors import DataError
+    from regtune.tasks.qa.data import read_questions
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as err:
+        read_questions(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

@@ -332,3 +332,30 @@ def test_postprocess_matches_loop_over_windows(seed: int) -> None:
                 best_text = CONTEXT[offsets[w][s][0] : offsets[w][e][1]]  # type: ignore[index]
         assert preds[example.id].score == best_score
         assert preds[example.id].text == best_text
+
+
+def test_ranked_answers_first_is_the_prediction_and_spans_are_distinct() -> None:
+    from regtune.tasks.qa.data import QAExample
+    from regtune.tasks.qa.postprocess import postprocess_qa_predictions, ranked_answers
+
+    rng = np.random.default_rng(0)
+    context = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    words = [
+        (m, m + len(w))
+        for w, m in zip(context.split(), [context.index(w) for w in context.split()], strict=True)
+    ]
+    examples = [QAExample(id="q", question="?", context=context, answers=())]
+    # Two overlapping windows over the same words (tokens 0-1 are question/special tokens: no offset).
+    offsets = [[None, None, *words[0:7]], [None, None, *words[3:10]]]
+    starts = [rng.normal(size=9), rng.normal(size=9)]
+    ends = [rng.normal(size=9), rng.normal(size=9)]
+    best = postprocess_qa_predictions(
+        examples, ["q", "q"], offsets, starts, ends, n_best_size=5, max_answer_length=4
+    )
+    ranked = ranked_answers(
+        examples, ["q", "q"], offsets, starts, ends, k=6, n_best_size=5, max_answer_length=4
+    )["q"]
+    assert ranked[0] == best["q"]
+    assert len(ranked) == 6 and [p.score for p in ranked] == sorted((p.score for p in ranked), reverse=True)
+    assert len({(p.start_char, p.end_char) for p in ranked}) == 6  # a span seen in both windows counts once
+    assert all(p.text == context[p.start_char : p.end_char] and len(p.text.split()) <= 4 for p in ranked)

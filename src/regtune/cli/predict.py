@@ -14,9 +14,10 @@ The input a model needs depends on its task (read from the saved model):
   QA:              --question "..." --context "..."   prints the answer span
   classification:  --text "..." [--text-pair "..."]   prints the label and its probability
 --json adds a JSON line (QA: answer, score, character offsets; classification: every label's
-probability). --file IN --output OUT predicts every row of a classification file (TSV, CSV or JSONL,
-the model's text columns; labels, if present, are ignored) in batches and writes one JSON object per
-row to OUT (JSONL).
+probability). --file IN --output OUT predicts every input of a file in batches and writes one JSON object
+per input to OUT (JSONL): classification rows (TSV, CSV or JSONL, the model's text columns; labels are
+ignored), or QA questions (SQuAD JSON, answers ignored, or JSONL with question, context and id). QA
+--top-k K adds "answers": the K best distinct spans, best first, each with its score and offsets.
 """
 
 
@@ -36,7 +37,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", help="classification: the sentence")
     p.add_argument("--text-pair", help="classification: the second sentence, for a model trained on pairs")
     p.add_argument("--json", action="store_true", help="also print the prediction as a JSON object")
-    p.add_argument("--file", help="classification: predict every row of this TSV/CSV/JSONL file")
+    p.add_argument(
+        "--file",
+        help="predict every input of this file: classification TSV/CSV/JSONL, or QA questions as SQuAD "
+        "JSON or JSONL ({'question', 'context', 'id'} per line)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=1,
+        help="QA: also list the k best distinct answer spans with their scores (default: 1)",
+    )
     p.add_argument("--output", help="with --file: where the predictions go (JSONL, written atomically)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per inference batch (default: 64)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar of --file")
@@ -47,13 +58,12 @@ def _predict_file(args: argparse.Namespace, task, model, tokenizer) -> int:
 
     if not args.output:
         raise RegtuneError("--file needs --output (where the predictions go)")
-    if task.name != "classification":
-        raise RegtuneError(f"--file works for classification models; this model is {task.name}")
-    data = task.read_for_model(args.file, model, overrides={"label_column": None})
+    data = task.read_for_prediction(args.file, model)
     if not data.examples:
         raise RegtuneError(f"{args.file}: no usable rows ({len(data.skipped)} skipped)")
+    extra = {"top_k": args.top_k} if args.top_k > 1 else {}
     records = task.predict(
-        model, tokenizer, data.examples, batch_size=args.batch_size, progress=not args.no_progress
+        model, tokenizer, data.examples, batch_size=args.batch_size, progress=not args.no_progress, **extra
     )
     atomic_write_text(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     skipped = f", {len(data.skipped)} bad rows skipped" if data.skipped else ""
@@ -66,17 +76,22 @@ def run(args: argparse.Namespace) -> int:
     from regtune.core.registers import load_model
     from regtune.tasks import task_of_model
 
-    if args.batch_size < 1:
-        raise RegtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.batch_size < 1 or args.top_k < 1:
+        raise RegtuneError(
+            f"--batch-size and --top-k must be at least 1, got {args.batch_size}, {args.top_k}"
+        )
     check_task(args.task, args.model)
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.model)
     task = task_of_model(model.config)
+    if args.top_k > 1 and task.name != "qa":
+        raise RegtuneError(f"--top-k is for QA models; this model is {task.name}")
     if args.file:
         return _predict_file(args, task, model, tokenizer)
     inputs = {k: getattr(args, k) for k in ("question", "context", "text", "text_pair") if getattr(args, k)}
     example = task.example_from_inputs(inputs, model)
-    record = task.predict(model, tokenizer, [example])[0]
+    extra = {"top_k": args.top_k} if args.top_k > 1 else {}
+    record = task.predict(model, tokenizer, [example], **extra)[0]
     print(task.prediction_line(record))
     if args.json:
         record.pop("id", None)

@@ -135,6 +135,10 @@ class Task(ABC):
     def example_from_inputs(self, inputs: Mapping[str, str], model: PreTrainedModel) -> Any:
         """One example from command-line inputs (``question``/``context``, ``text``/``text_pair``)."""
 
+    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
+        """Read a file of inputs to predict (``regtune predict --file``): references, if any, are ignored."""
+        raise RegtuneError(f"task {self.name} cannot predict a file")
+
     @abstractmethod
     def predict(
         self,

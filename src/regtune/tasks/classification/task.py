@@ -141,6 +141,9 @@ class ClassificationTask(Task):
             labels=model_labels(model),
         )
 
+    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
+        return self.read_for_model(source, model, overrides={"label_column": None})
+
     def _settings(
         self, model: PreTrainedModel, overrides: Mapping[str, Any] | None
     ) -> ClassificationSettings:

@@ -35,7 +35,7 @@ from regtune.tasks.generative_qa.explain import (
     token_log_probability,
 )
 from regtune.tasks.generative_qa.features import CausalCollator, train_rows
-from regtune.tasks.qa.data import QAExample, load_examples, squad_json
+from regtune.tasks.qa.data import QAExample, load_examples, read_questions, squad_json
 
 if TYPE_CHECKING:
     import datasets
@@ -113,6 +113,9 @@ class GenerativeQATask(Task):
         overrides: Mapping[str, Any] | None = None,
     ) -> TaskData:
         return load_examples(source, strict=strict)  # type: ignore[return-value]
+
+    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
+        return TaskData(path=source, examples=read_questions(source))
 
     def example_from_inputs(self, inputs: Mapping[str, str], model: PreTrainedModel) -> QAExample:
         question, context = inputs.get("question") or "", inputs.get("context") or ""

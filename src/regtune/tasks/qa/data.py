@@ -32,6 +32,7 @@ import codecs
 import json
 import logging
 import numbers
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,3 +550,62 @@ def squad_json(examples: Iterable[QAExample], version: str = "regtune-split") ->
             for ex in examples
         ],
     }
+
+
+def _question(
+    source: str, where: str, obj: Mapping[str, Any], qid: str, context: str | None, title: str = ""
+) -> QAExample:
+    question = _text_field(source, where, obj, "question")
+    if not (question or "").strip():
+        _fail(source, f"{where} (id {_show(qid)}): the question is missing or empty")
+    if not (context or "").strip():
+        _fail(source, f"{where} (id {_show(qid)}): the context is missing or empty")
+    return QAExample(id=qid, question=question, context=context, answers=(), title=title)  # type: ignore[arg-type]
+
+
+def read_questions(path: str | Path) -> list[QAExample]:
+    """Questions to answer, without references: SQuAD JSON (answers, if any, are ignored) or JSONL with one
+    ``{"question": ..., "context": ..., "id": ...}`` object per line (``id`` defaults to ``line-N``).
+
+    Any problem is one DataError line naming the file and the line or question: a prediction file has no
+    use for a question that cannot be asked, so nothing is skipped.
+    """
+    path = Path(path)
+    source = str(path)
+    examples: list[QAExample] = []
+    if path.suffix.lower() == ".jsonl":
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as err:
+            _fail(source, f"cannot read it as UTF-8 text ({err})")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = _object(source, f"line {number}", json.loads(line))
+            except json.JSONDecodeError as err:
+                _fail(source, f"line {number}: not valid JSON ({err.msg})")
+            qid = _text_field(source, f"line {number}", obj, "id") or f"line-{number}"
+            examples.append(
+                _question(
+                    source, f"line {number}", obj, qid, _text_field(source, f"line {number}", obj, "context")
+                )
+            )
+    else:
+        root = _object(source, "the file", _load_json(path))
+        for a, article in enumerate(_list_field(source, "the file", root, "data")):
+            article = _object(source, f"data[{a}]", article)
+            for p, paragraph in enumerate(_list_field(source, f"data[{a}]", article, "paragraphs")):
+                where = f"data[{a}].paragraphs[{p}]"
+                paragraph = _object(source, where, paragraph)
+                context = _text_field(source, where, paragraph, "context")
+                for q, qa in enumerate(_list_field(source, where, paragraph, "qas")):
+                    qa = _object(source, f"{where}.qas[{q}]", qa)
+                    qid = _question_id(source, f"{where}.qas[{q}]", qa)
+                    examples.append(_question(source, f"{where}.qas[{q}]", qa, qid, context))
+    if not examples:
+        _fail(source, "no questions in the file")
+    repeated = [qid for qid, count in Counter(e.id for e in examples).items() if count > 1]
+    if repeated:
+        _fail(source, f"question id {_show(repeated[0])} appears more than once")
+    return examples

@@ -16,7 +16,7 @@ from regtune.core.precision import autocast_context, check_precision
 from regtune.tasks.qa.data import QAExample
 from regtune.tasks.qa.features import QACollator, length_sorted_batches, prepare_eval_features
 from regtune.tasks.qa.metrics import squad_scores
-from regtune.tasks.qa.postprocess import Prediction, postprocess_qa_predictions
+from regtune.tasks.qa.postprocess import Prediction, postprocess_qa_predictions, ranked_answers
 
 if TYPE_CHECKING:
     from regtune.training.config import TrainConfig
@@ -116,13 +116,7 @@ def predict_answers(
     progress: bool = True,
 ) -> tuple[dict[str, Prediction], int]:
     """The best answer span for every question; also returns the number of windows scored."""
-    features = prepare_eval_features(
-        examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
-    )
-    collator = QACollator(tokenizer)
-    starts, ends = predict_logits(
-        model, features, collator, batch_size=batch_size, progress=progress, precision=settings.precision
-    )
+    features, starts, ends = _window_logits(model, tokenizer, examples, settings, batch_size, progress)
     predictions = postprocess_qa_predictions(
         examples,
         features["example_id"],
@@ -159,3 +153,40 @@ def evaluate_qa(
         "eval_seconds": round(time.perf_counter() - began, 3),
     }
     return QAEvaluation(metrics=metrics, predictions=predictions, per_question=result.per_question)
+
+
+def _window_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[QAExample],
+    settings: QASettings,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, Any], list, list]:
+    """Every question's windows and their start and end logits over text tokens."""
+    features = prepare_eval_features(
+        examples, tokenizer, max_length=settings.max_length, doc_stride=settings.doc_stride
+    )
+    starts, ends = predict_logits(
+        model, features, QACollator(tokenizer), batch_size=batch_size, progress=progress,
+        precision=settings.precision,
+    )  # fmt: skip
+    return features, starts, ends
+
+
+def predict_ranked_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[QAExample],
+    settings: QASettings,
+    *,
+    k: int,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, list[Prediction]]:
+    """The ``k`` best distinct answers of every question, best first (see :func:`ranked_answers`)."""
+    features, starts, ends = _window_logits(model, tokenizer, examples, settings, batch_size, progress)
+    return ranked_answers(
+        examples, features["example_id"], features["offset_mapping"], starts, ends, k=k,
+        n_best_size=settings.n_best, max_answer_length=settings.max_answer_length,
+    )  # fmt: skip

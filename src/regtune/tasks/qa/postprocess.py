@@ -248,3 +248,57 @@ def postprocess_qa_predictions(
 def predictions_to_text(predictions: Mapping[str, Prediction]) -> dict[str, str]:
     """Map question id -> answer text, the form :func:`regtune.tasks.qa.metrics.squad_scores` takes."""
     return {qid: prediction.text for qid, prediction in predictions.items()}
+
+
+def ranked_answers(
+    examples: Sequence[QAExample],
+    example_ids: Sequence[str],
+    offset_mapping: Sequence[Sequence[Offset]],
+    start_logits: Logits,
+    end_logits: Logits,
+    *,
+    k: int,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> dict[str, list[Prediction]]:
+    """The ``k`` best distinct answers of every question, best first, over all its windows.
+
+    Candidates are :func:`best_spans`' n-best grid of every window; the same text span found in two
+    overlapping windows counts once (its best score). Ties are broken as in
+    :func:`postprocess_qa_predictions` (earlier window, then start rank, then end rank), so the first
+    answer is always that function's prediction. A question without a valid span gets an empty list.
+    """
+    k = _check_positive_int("k", k)
+    n_best_size = _check_positive_int("n_best_size", n_best_size)
+    max_answer_length = _check_positive_int("max_answer_length", max_answer_length)
+    lengths = [len(offsets) for offsets in offset_mapping]
+    starts = _pad(start_logits, lengths, "start_logits")
+    ends = _pad(end_logits, lengths, "end_logits")
+    valid = _context_mask(offset_mapping, starts.shape[1])
+    n = min(n_best_size, starts.shape[1])
+    candidates: dict[str, list[tuple[float, int, int, int, int, int]]] = {e.id: [] for e in examples}
+    for w, qid in enumerate(example_ids):
+        start_key = np.where(valid[w], starts[w], -np.inf)
+        end_key = np.where(valid[w], ends[w], -np.inf)
+        start_idx = np.argsort(-start_key, kind="stable")[:n]
+        end_idx = np.argsort(-end_key, kind="stable")[:n]
+        for i, s in enumerate(start_idx):
+            for j, e in enumerate(end_idx):
+                score = start_key[s] + end_key[e]
+                if np.isfinite(score) and 1 <= e - s + 1 <= max_answer_length:
+                    candidates[qid].append((-float(score), w, i, j, int(s), int(e)))
+    by_id = {example.id: example for example in examples}
+    ranked: dict[str, list[Prediction]] = {}
+    for qid, found in candidates.items():
+        answers: list[Prediction] = []
+        seen: set[tuple[int, int]] = set()
+        for neg_score, w, _i, _j, s, e in sorted(found):
+            span = (offset_mapping[w][s][0], offset_mapping[w][e][1])  # type: ignore[index]
+            if span in seen:
+                continue
+            seen.add(span)
+            answers.append(Prediction(by_id[qid].context[span[0] : span[1]], -neg_score, *map(int, span)))
+            if len(answers) == k:
+                break
+        ranked[qid] = answers
+    return ranked

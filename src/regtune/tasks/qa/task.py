@@ -18,11 +18,18 @@ from transformers import AutoModelForQuestionAnswering
 from regtune.core.errors import ConfigError, RegtuneError
 from regtune.core.io import atomic_write_json
 from regtune.tasks.base import Evaluation, Task, TaskData
-from regtune.tasks.qa.data import HUB_PREFIX, QAExample, load_examples, squad_json
-from regtune.tasks.qa.evaluation import QA_SETTINGS_KEY, QASettings, evaluate_qa, predict_answers
+from regtune.tasks.qa.data import HUB_PREFIX, QAExample, load_examples, read_questions, squad_json
+from regtune.tasks.qa.evaluation import (
+    QA_SETTINGS_KEY,
+    QASettings,
+    evaluate_qa,
+    predict_answers,
+    predict_ranked_answers,
+)
 from regtune.tasks.qa.explain import TARGETS as QA_TARGETS
 from regtune.tasks.qa.explain import build_explain_inputs, predicted_span, span_probability, target_score
 from regtune.tasks.qa.features import QACollator, prepare_train_features
+from regtune.tasks.qa.postprocess import Prediction
 
 if TYPE_CHECKING:
     import datasets
@@ -134,6 +141,9 @@ class QATask(Task):
             raise RegtuneError("a QA model needs --question and --context, neither empty")
         return QAExample(id="q", question=question, context=context, answers=())
 
+    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
+        return TaskData(path=source, examples=read_questions(source))
+
     def predict(
         self,
         model: PreTrainedModel,
@@ -142,24 +152,19 @@ class QATask(Task):
         *,
         batch_size: int = 64,
         progress: bool = False,
+        top_k: int = 1,
     ) -> list[dict[str, Any]]:
+        """The best answer per question; with ``top_k`` > 1 also ``answers``, the k best distinct spans."""
         settings = QASettings.from_model(model)
+        if top_k > 1:
+            ranked = predict_ranked_answers(
+                model, tokenizer, examples, settings, k=top_k, batch_size=batch_size, progress=progress
+            )
+            return [_ranked_record(example.id, ranked[example.id]) for example in examples]
         predictions, _ = predict_answers(
             model, tokenizer, examples, settings, batch_size=batch_size, progress=progress
         )
-        records = []
-        for example in examples:
-            prediction = predictions[example.id]
-            records.append(
-                {
-                    "answer": prediction.text,
-                    # JSON has no -inf: a question with no valid span gets a null score.
-                    "score": prediction.score if math.isfinite(prediction.score) else None,
-                    "start": prediction.start_char,
-                    "end": prediction.end_char,
-                }
-            )
-        return records
+        return [{"id": example.id, **_answer(predictions[example.id])} for example in examples]
 
     def prediction_line(self, record: Mapping[str, Any]) -> str:
         return str(record["answer"])
@@ -231,3 +236,18 @@ class QATask(Task):
         return Evaluation(
             metrics=result.metrics, per_example=per_example, predictions=result.prediction_texts()
         )
+
+
+def _answer(prediction: Prediction) -> dict[str, Any]:
+    return {
+        "answer": prediction.text,
+        # JSON has no -inf: a question with no valid span gets a null score.
+        "score": prediction.score if math.isfinite(prediction.score) else None,
+        "start": prediction.start_char,
+        "end": prediction.end_char,
+    }
+
+
+def _ranked_record(qid: str, ranked: Sequence[Prediction]) -> dict[str, Any]:
+    best = _answer(ranked[0]) if ranked else {"answer": "", "score": None, "start": 0, "end": 0}
+    return {"id": qid, **best, "answers": [_answer(p) for p in ranked]}
