@@ -35,8 +35,11 @@ with S = T + R the processed sequence length (padding and registers included), B
 hidden size, and P the non-embedding parameters (everything except the embedding module and the registers,
 which are looked up rather than multiplied). 6 = 2 (multiply-add) × 3 (forward, backward to activations,
 backward to weights). Attention adds per layer and sequence 4·S²·H forward (QKᵀ and AV, 2·S²·H each),
-times 3 for forward + backward. The peak is the best fp32 ``torch.matmul`` rate on square n×n matrices
-(2·n³ FLOP each), measured at the start of every round, best over repeats, sizes and rounds.
+times 3 for forward + backward. The peaks are the best fp32 and the best bf16 ``torch.matmul`` rates on
+square n×n matrices (2·n³ FLOP each), measured at the start of every round, best over repeats, sizes and
+rounds. ``fraction_of_peak`` divides an arm's FLOP/s by the peak of the arithmetic it runs: bf16
+(autocast) arms by the bf16 peak, fp32 arms by the fp32 peak. (Until issue #11 every arm was divided by
+the fp32 peak; for a bf16 arm on an AMX CPU that gave 73 % where the bf16 peak gives 12 %.)
 
 Run from the repository root::
 
@@ -464,7 +467,7 @@ def report(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Print the table and the target checks; return the JSON summary."""
-    peak_gflops = peaks["fp32"]  # the issue's yardstick; bf16 arms are also shown against the bf16 peak
+    peak_gflops = peaks["fp32"]
     stock = trainees[0].model
     params = non_embedding_parameters(stock)
     layers, hidden = stock.config.num_hidden_layers, stock.config.hidden_size
@@ -484,7 +487,11 @@ def report(
             "mean_padded_length": statistics.fmean(b.width for b in batches),
             "registers": trainee.registers,
             "gflops": flops / seconds / 1e9,
-            "fraction_of_peak": flops / seconds / 1e9 / peak_gflops,
+            # Against the peak of the arithmetic the arm actually runs: bf16 work against the bf16 peak,
+            # fp32 work against the fp32 peak, both measured in this run (issue #11 §6). The fp32 and bf16
+            # columns stay for reference.
+            "fraction_of_peak": flops / seconds / 1e9 / peaks[trainee.precision],
+            "fraction_of_fp32_peak": flops / seconds / 1e9 / peak_gflops,
             "fraction_of_bf16_peak": flops / seconds / 1e9 / peaks["bf16"],
             "precision": trainee.precision,
             "attn": trainee.attn,
@@ -497,7 +504,7 @@ def report(
     header = (
         f"{'arm':<22} {'prec':>4} {'attn':>5} {'s/step':>8} {'epoch s':>7} "
         f"{'real tok/s':>10} {'proc tok/s':>10} "
-        f"{'pad len':>7} {'regs':>4} {'GFLOP/s':>8} {'of fp32':>7} {'of bf16':>7}"
+        f"{'pad len':>7} {'regs':>4} {'GFLOP/s':>8} {'of own':>7} {'of fp32':>7} {'of bf16':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -507,7 +514,8 @@ def report(
             f"{row['epoch_seconds']:>7.0f} "
             f"{row['real_tokens_per_s']:>10.0f} {row['processed_tokens_per_s']:>10.0f} "
             f"{row['mean_padded_length']:>7.1f} {row['registers']:>4} {row['gflops']:>8.1f} "
-            f"{row['fraction_of_peak']:>7.1%} {row['fraction_of_bf16_peak']:>7.1%}"
+            f"{row['fraction_of_peak']:>7.1%} {row['fraction_of_fp32_peak']:>7.1%} "
+            f"{row['fraction_of_bf16_peak']:>7.1%}"
         )
     default, seed = workloads["default"], workloads["seed"]
     mean_length = default.mean_window_length
@@ -565,9 +573,9 @@ def report(
     print(f"info overhead_tau32 = {overhead_tau32:+.1%} (32/L̄ = {32 / mean_length:.1%})")
     print(
         f"{verdict[checks['fraction_of_matmul_peak_fast_tau8']]} fraction_of_matmul_peak_fast_tau8 = "
-        f"{fast_fraction:.1%} of the fp32 peak (>= {TARGET_FRACTION:.0%}; precision "
-        f"{rows['fast_tau8']['precision']}; {rows['fast_tau8']['fraction_of_bf16_peak']:.1%} of the bf16 "
-        "peak)"
+        f"{fast_fraction:.1%} of the {rows['fast_tau8']['precision']} peak, the arithmetic it runs "
+        f"(>= {TARGET_FRACTION:.0%}; {rows['fast_tau8']['fraction_of_fp32_peak']:.1%} of the fp32 peak, "
+        "the yardstick of the old, mixed figure)"
     )
     print(
         f"{verdict[checks['epoch_time_ratio']]} epoch_time_ratio = {epoch_ratio_tau8:.3f} at τ=8, "
@@ -593,6 +601,7 @@ def report(
         "pass": checks,
         "fraction_of_matmul_peak": round(rows["regtune_tau0"]["fraction_of_peak"], 4),
         "fraction_of_matmul_peak_fast_tau8": round(fast_fraction, 4),
+        "fraction_of_fp32_peak_fast_tau8": round(rows["fast_tau8"]["fraction_of_fp32_peak"], 4),
         "fraction_of_bf16_peak_fast_tau8": round(rows["fast_tau8"]["fraction_of_bf16_peak"], 4),
         "epoch_time_ratio_tau8": round(epoch_ratio_tau8, 4),
         "epoch_time_ratio_tau0": round(epoch_ratio_tau0, 4),
