@@ -324,7 +324,7 @@ def train_model(
     if not trainer.is_world_process_zero():
         return {}
 
-    metrics = _save_and_score(trainer, task, config, tokenizer, dev, progress=progress)
+    metrics, per_example = _save_and_score(trainer, task, config, tokenizer, dev, progress=progress)
     metrics = {
         **metrics,
         "train_steps": output.global_step,
@@ -335,8 +335,6 @@ def train_model(
         f"num_train_{task.sequence}s": len(train_dataset),
         f"skipped_train_{task.unit}s": len(train.skipped),
     }
-    per_example_file = run_dir / task.per_example_file
-    per_example = json.loads(per_example_file.read_text()) if dev is not None else None
     write_model_card(run_dir / "model", build_card(config, task, metrics, per_example))
     # metrics.json last: its presence marks a finished run.
     atomic_write_json(run_dir / "metrics.json", metrics)
@@ -347,10 +345,11 @@ def train_model(
 
 def _save_and_score(
     trainer: Trainer, task: Task, config: TrainConfig, tokenizer: Any, dev: TaskData | None, *, progress: bool
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Save the trained model atomically, score the dev file, write its predictions and scores.
 
-    Returns the metrics so far (train_model adds the training numbers and writes metrics.json last).
+    Returns the metrics so far (train_model adds the training numbers and writes metrics.json last) and
+    the per-example scores (None without a dev file), which the model card summarises.
     """
     run_dir = Path(config.output_dir)
     model = trainer.model
@@ -369,11 +368,15 @@ def _save_and_score(
         "attn_implementation": trained_attn,  # what training used
     }
     if dev is None:
-        return run
+        return run, None
     evaluation = task.evaluate(model, tokenizer, dev, batch_size=config.eval_batch_size, progress=progress)
     atomic_write_json(run_dir / "predictions.json", evaluation.predictions)
     atomic_write_json(run_dir / task.per_example_file, evaluation.per_example)
-    return {**evaluation.metrics, **run, f"skipped_dev_{task.unit}s": len(dev.skipped)}
+    return {
+        **evaluation.metrics,
+        **run,
+        f"skipped_dev_{task.unit}s": len(dev.skipped),
+    }, evaluation.per_example
 
 
 def _write_run_config(run_dir: Path, config: TrainConfig) -> None:
