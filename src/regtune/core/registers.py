@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
+from regtune.core.auto import family_type, mark_register_model, register_auto_classes
 from regtune.core.causal import attach_causal
 from regtune.core.errors import ConfigError, RegtuneError, check_known_fields
 from regtune.core.hub import resolve_model_name
@@ -267,14 +268,22 @@ ENCODER_MODEL_TYPES = ("bert", "distilbert", "electra", "roberta", "xlm-roberta"
 CAUSAL_MODEL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
 
 
+register_auto_classes(ENCODER_MODEL_TYPES, CAUSAL_MODEL_TYPES)  # see regtune.core.auto
+
+
+def _family(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return family_type(config) if config is not None else None
+
+
 def is_causal_model(model: nn.Module) -> bool:
     """Whether ``model`` is one of the supported decoder-only families."""
-    return getattr(getattr(model, "config", None), "model_type", None) in CAUSAL_MODEL_TYPES
+    return _family(model) in CAUSAL_MODEL_TYPES
 
 
 def check_supported(model: nn.Module) -> None:
     """Refuse, in one line, a model family the register hooks were not written and tested for."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    model_type = _family(model)
     if model_type not in ENCODER_MODEL_TYPES + CAUSAL_MODEL_TYPES:
         raise RegtuneError(
             f"{type(model).__name__} (model_type {model_type!r}) is not supported; registers work with the "
@@ -444,6 +453,8 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     base.add_module(MODULE_NAME, module)
     model.num_registers = config.num_registers
     setattr(model.config, CONFIG_KEY, config.to_dict())
+    if config.num_registers:
+        mark_register_model(model.config)  # saves as regtune_<family>: plain transformers cannot drop them
     if initialize and config.num_registers and hasattr(model, "peft_config"):
         _save_with_peft(model)
     if causal:
@@ -559,6 +570,10 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
             f"{path}: checkpoint does not match {model_cls.__name__}: "
             f"missing {sorted(info.get('missing_keys', []))[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+    if get_register_module(model) is not None:
+        # The head built its base model through AutoModel.from_config, whose regtune_* class attached the
+        # registers, and from_pretrained loaded their tensor with the rest.
+        return model
     _attach(model, register_config, initialize=False)
     if register_config.num_registers:
         tokens = get_register_module(model).tokens

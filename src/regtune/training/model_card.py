@@ -123,8 +123,10 @@ import regtune
 model = regtune.load_model("PATH_OR_REPO_ID")  # the transformers model, with its registers attached
 ```
 
-Loading this folder with plain `transformers` (`AutoModel*.from_pretrained`) builds the stock
-architecture **without** the registers, a different model: use `regtune.load_model`.
+`config.json` names the model type `regtune_<family>`: after `import regtune`, the `transformers` Auto
+classes (`AutoModelForQuestionAnswering.from_pretrained(...)` and the like) load it with its registers
+too. Without regtune installed, `transformers` refuses the folder rather than load a different model
+without them.
 
 ## Dev scores
 

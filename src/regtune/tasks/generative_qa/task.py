@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoModelForCausalLM
 
+from regtune.core.auto import family_type
 from regtune.core.errors import ConfigError, RegtuneError
 from regtune.core.hub import resolve_model_name
 from regtune.core.io import atomic_write_json
@@ -226,7 +227,7 @@ class GenerativeQATask(Task):
 
 
 def _check_causal(hf_config: PretrainedConfig) -> None:
-    if hf_config.model_type not in CAUSAL_MODEL_TYPES:
+    if family_type(hf_config) not in CAUSAL_MODEL_TYPES:
         raise RegtuneError(
             f"generative QA needs a causal LM ({', '.join(CAUSAL_MODEL_TYPES)}); "
             f"model_type {hf_config.model_type!r} is not one"
