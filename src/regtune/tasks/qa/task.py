@@ -95,7 +95,39 @@ PRESETS: dict[str, dict[str, Any]] = {
 METRICS = ("f1", "exact_match")
 
 
-class QATask(Task):
+class SquadFiles:
+    """What extractive and generative QA share: SQuAD-format files in and out, and one question from the
+    command line. A mixin for :class:`~regtune.tasks.base.Task` subclasses (it uses ``self.name``)."""
+
+    name: str
+
+    def read(self, source: str, config: TrainConfig, *, labels: Sequence[str] | None = None) -> TaskData:
+        return load_examples(source, strict=config.strict)  # type: ignore[return-value]
+
+    def read_for_model(
+        self,
+        source: str,
+        model: PreTrainedModel,
+        *,
+        strict: bool = False,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> TaskData:
+        return load_examples(source, strict=strict)  # type: ignore[return-value]
+
+    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
+        return TaskData(path=source, examples=read_questions(source))
+
+    def example_from_inputs(self, inputs: Mapping[str, str], model: PreTrainedModel) -> QAExample:
+        question, context = inputs.get("question") or "", inputs.get("context") or ""
+        if not question.strip() or not context.strip():
+            raise RegtuneError(f"a {self.name} model needs --question and --context, neither empty")
+        return QAExample(id="q", question=question, context=context, answers=())
+
+    def write_examples(self, examples: Sequence[Any], path: Path, config: TrainConfig) -> None:
+        atomic_write_json(path, squad_json(examples))
+
+
+class QATask(SquadFiles, Task):
     """Extractive QA over SQuAD-format files (TyDi QA GoldP)."""
 
     name = "qa"
@@ -121,28 +153,6 @@ class QATask(Task):
 
     def looks_like(self, path: str) -> bool:
         return path.startswith(HUB_PREFIX) or Path(path).suffix.lower() == ".json"
-
-    def read(self, source: str, config: TrainConfig, *, labels: Sequence[str] | None = None) -> TaskData:
-        return load_examples(source, strict=config.strict)  # type: ignore[return-value]
-
-    def read_for_model(
-        self,
-        source: str,
-        model: PreTrainedModel,
-        *,
-        strict: bool = False,
-        overrides: Mapping[str, Any] | None = None,
-    ) -> TaskData:
-        return load_examples(source, strict=strict)  # type: ignore[return-value]
-
-    def example_from_inputs(self, inputs: Mapping[str, str], model: PreTrainedModel) -> QAExample:
-        question, context = inputs.get("question") or "", inputs.get("context") or ""
-        if not question.strip() or not context.strip():
-            raise RegtuneError("a QA model needs --question and --context, neither empty")
-        return QAExample(id="q", question=question, context=context, answers=())
-
-    def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
-        return TaskData(path=source, examples=read_questions(source))
 
     def predict(
         self,
@@ -195,9 +205,6 @@ class QATask(Task):
 
     def explain_probability(self, out: Any, span: tuple[int, int], label: int | None) -> torch.Tensor:
         return span_probability(out.start_logits, out.end_logits, span)
-
-    def write_examples(self, examples: Sequence[Any], path: Path, config: TrainConfig) -> None:
-        atomic_write_json(path, squad_json(examples))
 
     def train_dataset(
         self, train: TaskData, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
