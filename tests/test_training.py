@@ -250,6 +250,27 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(
     assert _leftovers(run) == []
 
 
+class _StopAtFirstSave(TrainerCallback):
+    def on_save(self, *args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # as a user's Ctrl-C right after checkpoint-3 was written
+
+
+def test_a_checkpoint_whose_optimizer_groups_differ_is_refused_in_one_line(
+    make_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = make_config(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config, progress=False, callbacks=[_StopAtFirstSave()])
+    checkpoint = tmp_path / "run" / "trainer" / "checkpoint-3"
+    # What an older regtune wrote for τ=0: one more parameter group than today's optimizer has.
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=False)
+    state["param_groups"].append({**state["param_groups"][-1], "params": [10_000]})
+    torch.save(state, checkpoint / "optimizer.pt")
+    refused = r"checkpoint-3: its optimizer state does not fit .* delete .*trainer"
+    with pytest.raises(RegtuneError, match=refused):
+        train_model(config, resume=True, progress=False)
+
+
 # --- atomic result files -------------------------------------------------------------------------------
 
 

@@ -90,6 +90,21 @@ def optimizer_param_groups(
     return groups
 
 
+def _train_resuming(trainer: Trainer, checkpoint: str | None, trainer_dir: Path) -> Any:
+    """``trainer.train``, with a one-line error when a checkpoint's optimizer state cannot be restored."""
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    except ValueError as err:
+        # torch's message when the saved parameter groups differ from this model's: the checkpoint was
+        # written by another regtune version or with other options (registers, --train-only, ...).
+        if checkpoint is None or "parameter group" not in str(err):
+            raise
+        raise RegtuneError(
+            f"{checkpoint}: its optimizer state does not fit this model's trainable tensors ({err}); it was "
+            f"written with other options or by an older regtune: delete {trainer_dir} to restart the run"
+        ) from err
+
+
 class RegisterTrainer(Trainer):
     """HF Trainer whose optimizer treats registers apart (see :func:`optimizer_param_groups`)."""
 
@@ -319,7 +334,7 @@ def train_model(
         # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
         trainer.remove_callback(PrinterCallback)
     began = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    output = _train_resuming(trainer, checkpoint, trainer_dir)
     train_seconds = time.perf_counter() - began
     if not trainer.is_world_process_zero():
         return {}
