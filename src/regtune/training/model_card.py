@@ -26,6 +26,7 @@ from regtune.tasks.base import Task
 BASE_MODELS = {
     "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "multilingual-e5-small": "intfloat/multilingual-e5-small",
 }
 #: Hub datasets recognised in a data file's path.
 DATASETS = {"tydiqa": "google-research-datasets/tydiqa", "sst2": "nyu-mll/glue"}
