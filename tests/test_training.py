@@ -250,6 +250,45 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(
     assert _leftovers(run) == []
 
 
+def test_freeze_embeddings_keeps_the_token_matrix_and_trains_the_rest(
+    finished_run: FinishedRun, make_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = make_config(tmp_path / "frozen", freeze_embeddings=True)
+    model = build_model(config)
+    word = model.get_input_embeddings().weight
+    assert not word.requires_grad
+    assert all(p.requires_grad for p in register_parameters(model))
+    grouped = {id(p) for g in optimizer_param_groups(model, lr=1e-3, weight_decay=0.01) for p in g["params"]}
+    assert id(word) not in grouped and len(grouped) == sum(p.requires_grad for p in model.parameters())
+
+    train_model(config, progress=False)
+    # The base folder is a plain BertModel; the QA model holds it under "bert.".
+    base = {f"bert.{k}": v for k, v in load_file(Path(config.model) / "model.safetensors").items()}
+    frozen, unfrozen = _weights(tmp_path / "frozen"), _weights(finished_run.dir)
+    name = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(frozen[name], base[name])
+    assert not torch.equal(unfrozen[name], base[name])  # without the switch the same run moves it
+    for name in (
+        "bert.embeddings.position_embeddings.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+    ):
+        assert not torch.equal(frozen[name], base[name]), name
+    assert (
+        json.loads((tmp_path / "frozen" / "config.json").read_text())["config"]["freeze_embeddings"] is True
+    )
+
+
+def test_a_run_folder_from_before_freeze_embeddings_resumes(
+    finished_run: FinishedRun, tmp_path: Path
+) -> None:
+    saved = json.loads((finished_run.dir / "config.json").read_text())
+    del saved["config"]["freeze_embeddings"]  # what a run folder from before the option holds
+    atomic_write_json(tmp_path / "config.json", saved)
+    assert check_run_dir(tmp_path, finished_run.config, resume=True) is None
+    with pytest.raises(RegtuneError, match=r"different config .*freeze_embeddings"):
+        check_run_dir(tmp_path, dataclasses.replace(finished_run.config, freeze_embeddings=True), resume=True)
+
+
 class _StopAtFirstSave(TrainerCallback):
     def on_save(self, *args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # as a user's Ctrl-C right after checkpoint-3 was written

@@ -66,7 +66,7 @@ def comma_list(type_: type) -> Any:
 
 def add_switches(p: argparse.ArgumentParser) -> None:
     """The on/off options of regtune train, shared by train and sweep (None: the preset decides)."""
-    for name in ("pad_to_max_length", "group_by_length"):
+    for name in ("pad_to_max_length", "group_by_length", "freeze_embeddings"):
         p.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,

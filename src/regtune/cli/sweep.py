@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             value = value[0]
         if value is not None:
             options[name] = value
-    for name in ("pad_to_max_length", "group_by_length", "strict"):
+    for name in ("pad_to_max_length", "group_by_length", "freeze_embeddings", "strict"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     sweep = SweepConfig(

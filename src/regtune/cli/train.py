@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     explicit: dict[str, Any] = {name: getattr(args, name) for name, _ in TRAIN_FLAGS.values()}
     explicit.update(pad_to_max_length=args.pad_to_max_length, group_by_length=args.group_by_length)
+    explicit.update(freeze_embeddings=args.freeze_embeddings)
     explicit.update(strict=args.strict)
     config = resolve_config(
         args.preset,

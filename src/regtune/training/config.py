@@ -57,6 +57,13 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
     )
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every sequence to --max-length."})
     group_by_length: bool = field(default=True, metadata={"help": "Batch sequences of similar length."})
+    freeze_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the token-embedding matrix fixed (on multilingual models most of the weights); "
+            "registers, position embeddings and the layers still train. A tied output layer stays fixed too."
+        },
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per inference batch."})
     # Run control.
     strict: bool = field(default=False, metadata={"help": "Fail on bad records instead of skipping them."})
@@ -129,10 +136,12 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
 
 def saved_run_config(run_config_file: Path) -> dict[str, Any]:
     """The ``config`` object of a run's config.json, with the defaults of options added since: run folders
-    from before tasks existed are QA runs, and from before ``report_to`` reported to TensorBoard."""
+    from before tasks existed are QA runs, from before ``report_to`` reported to TensorBoard, and from
+    before ``freeze_embeddings`` trained the embeddings."""
     saved = json.loads(run_config_file.read_text(encoding="utf-8"))["config"]
     saved.setdefault("task", "qa")
     saved.setdefault("report_to", "tensorboard")  # what every run did before the option existed
+    saved.setdefault("freeze_embeddings", False)
     return saved
 
 

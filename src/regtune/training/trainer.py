@@ -193,6 +193,10 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
         raise RegtuneError(f"model '{config.model}': cannot load it for {task.name} ({first[:200]})") from err
     registers = config.registers()
     add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
+    if config.freeze_embeddings:
+        # After add_registers: the registers live in their own module and keep training. The optimizer
+        # skips frozen tensors (optimizer_param_groups), so a frozen matrix costs no AdamW state or update.
+        model.get_input_embeddings().weight.requires_grad_(False)
     return model
 
 
