@@ -25,7 +25,16 @@ import pytest
 
 from regtune.core.errors import ConfigError, DataError
 from regtune.experiments import stats
-from regtune.experiments.stats import CellSummary, Comparison, compare, holm, score_matrix, summarize
+from regtune.experiments.stats import (
+    CellSummary,
+    Comparison,
+    compare,
+    compare_average,
+    holm,
+    score_matrix,
+    summarize,
+    summarize_average,
+)
 
 N_QUESTIONS = 440
 ALPHA = 0.05
@@ -34,6 +43,8 @@ TRUE_MEAN = 0.5
 #: Simulated experiments per Monte Carlo check, and bootstrap replicates in each.
 N_EXPERIMENTS = 300
 N_BOOT_SIM = 500
+#: Two valid files of an average: 2 seeds, 3 and 6 questions.
+GOOD_FILES = [np.full((2, 3), 0.5), np.full((2, 6), 0.25)]
 
 
 def _tolerance(rate: float, n: int) -> float:
@@ -282,6 +293,101 @@ def test_chunking_does_not_change_the_draws(monkeypatch: pytest.MonkeyPatch) -> 
     whole = compare(a, b, n_boot=500, rng=9)
     monkeypatch.setattr(stats, "_CHUNK_BYTES", 16 * 60 * 7)  # 7 replicates per chunk
     assert compare(a, b, n_boot=500, rng=9) == whole
+
+
+# --- averages over dev files (XTREME's average over languages) ---------------------------------------------
+
+
+def test_average_is_the_unweighted_mean_of_file_means() -> None:
+    # File a: 4 questions; file b: 40 (10x). Seed scores: a (1/4, 3/4), b (0.9, 0.9) -> averages (.575, .825).
+    a = np.array([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    b = np.full((2, 40), 0.9)
+    summary = summarize_average([a, b], n_boot=200, rng=0)
+    assert summary.mean == pytest.approx(70.0)
+    # The pooled mean over all 88 (seed, question) cells, which would let b weigh 10x as much, is not it.
+    assert np.concatenate([a, b], axis=1).mean() * 100 == pytest.approx(86.36, abs=0.01)
+    assert summary.std == pytest.approx(100 * abs(0.825 - 0.575) / math.sqrt(2))
+    assert (summary.n_seeds, summary.n_questions) == (2, 44)
+    per_file = [summarize(m, n_boot=200, rng=0).mean for m in (a, b)]
+    assert summary.mean == pytest.approx(np.mean(per_file))
+
+
+def test_average_of_one_file_is_the_file_itself() -> None:
+    rng = np.random.default_rng(30)
+    t, b = rng.uniform(size=(3, 50)), rng.uniform(size=(3, 50))
+    assert summarize_average([t], n_boot=300, rng=5) == summarize(t, n_boot=300, rng=5)
+    averaged, direct = compare_average([t], [b], n_boot=300, rng=5), compare(t, b, n_boot=300, rng=5)
+    # The same replicates (so the same interval and p); the point estimate differs in rounding only, as
+    # it is the mean of the per-seed means here and the mean of all cells there.
+    assert (averaged.ci_low, averaged.ci_high, averaged.p_value) == (
+        direct.ci_low,
+        direct.ci_high,
+        direct.p_value,
+    )
+    assert averaged.delta == pytest.approx(direct.delta, rel=1e-12)
+
+
+def test_average_resamples_each_file_on_its_own() -> None:
+    """No seed noise (identical rows): the interval is the stratified bootstrap of two independent files.
+
+    Its SD is then ``sqrt(var_a / Q_a + var_b / Q_b) / 2`` (population variances, since the bootstrap draws
+    from the observed questions); a pooled resample of all 220 questions would mix the two file means.
+    """
+    rng = np.random.default_rng(31)
+    small = np.tile(rng.uniform(0.0, 1.0, size=20), (3, 1))  # few questions, high spread
+    large = np.tile(rng.uniform(0.4, 0.6, size=200), (3, 1))  # 10x the questions, low spread
+    summary = summarize_average([small, large], n_boot=4000, rng=2)
+    sd = math.sqrt(small[0].var() / 20 + large[0].var() / 200) / 2
+    assert summary.std == pytest.approx(0.0, abs=1e-9)
+    assert (summary.ci_high - summary.ci_low) / 100 == pytest.approx(2 * 1.96 * sd, rel=0.1)
+
+
+def test_average_seed_level_reads_the_per_seed_averages() -> None:
+    """A seed shift that cancels across files (+d on one, -d on the other) leaves the average unmoved.
+
+    With constant questions there is no question noise either, so the interval has no width at all; an
+    implementation that combined the per-file seed errors would give it one.
+    """
+    shift = np.array([[-0.1], [0.0], [0.1]])
+    a = np.full((3, 10), 0.4) + shift
+    b = np.full((3, 30), 0.6) - shift
+    summary = summarize_average([a, b], n_boot=200, rng=0)
+    assert summary.mean == pytest.approx(50.0)
+    assert summary.ci_low == pytest.approx(50.0) and summary.ci_high == pytest.approx(50.0)
+    assert summarize(a, n_boot=200, rng=0).ci_high - summarize(a, n_boot=200, rng=0).ci_low > 10
+
+
+def test_compare_average_is_the_mean_of_paired_file_differences() -> None:
+    rng = np.random.default_rng(32)
+    base = [rng.uniform(0.2, 0.6, size=(3, q)) for q in (15, 150)]
+    treated = [base[0] + 0.2, base[1]]  # +20 points on the small file only
+    result = compare_average(treated, base, n_boot=500, rng=1)
+    assert result.delta == pytest.approx(10.0)  # not 20 * 15 / 165, the question-weighted gain
+    assert (result.n_seeds, result.n_questions) == (3, 165)
+    same = compare_average(base, base, n_boot=200, rng=1)
+    assert (same.delta, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    one_seed = compare_average([m[:1] for m in treated], [m[:1] for m in base], n_boot=200, rng=1)
+    assert one_seed.delta == pytest.approx(10.0) and math.isnan(one_seed.p_value)
+
+
+@pytest.mark.parametrize(
+    ("treatments", "baselines", "message"),
+    [
+        ([], [], "empty"),
+        (GOOD_FILES, GOOD_FILES[:1], "same files"),
+        (GOOD_FILES, [GOOD_FILES[0], np.full((2, 4), 0.5)], r"file 1: .*same shape"),
+        ([GOOD_FILES[0], np.full((3, 5), 0.5)], None, "same seeds"),
+        (np.full((2, 3), 0.5), None, "list of matrices"),
+        ([np.full((2, 3), 50.0)], None, r"treatments\[0\].*divide by 100"),
+    ],
+)
+def test_bad_average_inputs_raise_data_error(treatments: object, baselines: object, message: str) -> None:
+    with pytest.raises(DataError, match=message) as info:
+        compare_average(treatments, treatments if baselines is None else baselines)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    if baselines is None:
+        with pytest.raises(DataError):
+            summarize_average(treatments)  # type: ignore[arg-type]
 
 
 # --- Holm --------------------------------------------------------------------------------------------------

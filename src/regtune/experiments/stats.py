@@ -47,6 +47,10 @@ experiments with 3 seeds, but in over 95 % with 5.
 
 One seed cannot say anything about seed-to-seed variation, so with ``n_seeds == 1`` every interval and
 p-value is NaN (not an interval that silently leaves seeds out).
+
+Averages over dev files (:func:`summarize_average`, :func:`compare_average`; XTREME's average over
+languages) use the same reference, stratified: each file's questions are resampled on their own and its
+shrunk deviation weighs ``1 / K``, and the seed level reads the per-seed averages over the files.
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ def summarize(
     mean = 100.0 * float(seed_scores.mean())
     if n_seeds < 2:
         return CellSummary(mean, math.nan, math.nan, math.nan, n_seeds, n_questions)
-    replicates = _replicates(matrix, n_boot, generator)
+    replicates = _replicates([matrix], n_boot, generator)
     low, high = _percentile_interval(replicates, confidence)
     std = 100.0 * float(seed_scores.std(ddof=1))
     return CellSummary(mean, std, 100.0 * low, 100.0 * high, n_seeds, n_questions)
@@ -213,12 +217,123 @@ def compare(
     delta = 100.0 * float(differences.mean())
     if n_seeds < 2:
         return Comparison(delta, math.nan, math.nan, math.nan, n_seeds, n_questions)
+    replicates = _replicates([differences], n_boot, generator)
+    low, high = _percentile_interval(replicates, confidence)
+    return Comparison(delta, 100.0 * low, 100.0 * high, _two_sided_p(replicates), n_seeds, n_questions)
+
+
+def summarize_average(
+    scores: Sequence[npt.ArrayLike],
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> CellSummary:
+    """Summarise the unweighted average over several dev files (e.g. languages) of one setting.
+
+    This is XTREME's headline number (https://arxiv.org/abs/2003.11080): the mean over files of each
+    file's score, every file weighing ``1 / K`` whatever its number of questions. Computed per seed first:
+    seed ``s`` scores ``a_s = (1/K) sum_k mean_q X_k[s, q]``, and the estimate is the mean of the ``a_s``
+    (the same as the mean over files of :func:`summarize`'s per-file means).
+
+    What the interval resamples, level by level (the module docstring's reference, stratified by file):
+
+    * **questions**, within each file independently: file ``k``'s questions are resampled with
+      replacement (``Q_k`` draws, one resample shared by all seeds), its deviation is shrunk by its own
+      ANOVA factor, and the ``K`` deviations are averaged with weight ``1 / K``. Files are separate
+      samples of questions (different languages, different articles), so they are resampled apart, and a
+      large file can neither swamp a small one nor lend it its precision;
+    * **seeds**, once for all files: the standard error of the ``S`` per-seed averages ``a_s`` times a
+      Student t draw with ``S - 1`` degrees of freedom. A seed that is lucky on every language is one
+      lucky seed, not ``K`` independent ones, which is why the seed level reads the averages.
+
+    Args:
+        scores: One matrix per file, each of shape ``(n_seeds, n_questions_k)`` on 0..1; every matrix
+            has the same seeds in the same row order, the number of questions may differ.
+        n_boot: Number of replicates (at least :data:`MIN_BOOT`).
+        confidence: Coverage of the interval, in (0, 1).
+        rng: A generator, a seed, or None for fresh entropy; the same seed gives the same result.
+
+    Returns:
+        A :class:`CellSummary` on 0..100 of the average; ``std`` is the seed-to-seed SD of ``a_s`` and
+        ``n_questions`` the total over files. Interval and ``std`` are NaN for one seed.
+
+    Raises:
+        DataError: No file, a matrix is invalid (see :func:`summarize`), or the files have different
+            numbers of seeds.
+        ConfigError: ``n_boot``, ``confidence`` or ``rng`` is invalid.
+    """
+    _check_options(n_boot, confidence)
+    generator = _as_rng(rng)
+    matrices = _check_files(scores, "scores")
+    n_seeds = matrices[0].shape[0]
+    n_questions = sum(matrix.shape[1] for matrix in matrices)
+    seed_scores = np.mean([matrix.mean(axis=1) for matrix in matrices], axis=0)  # (S,) the a_s
+    mean = 100.0 * float(seed_scores.mean())
+    if n_seeds < 2:
+        return CellSummary(mean, math.nan, math.nan, math.nan, n_seeds, n_questions)
+    replicates = _replicates(matrices, n_boot, generator)
+    low, high = _percentile_interval(replicates, confidence)
+    std = 100.0 * float(seed_scores.std(ddof=1))
+    return CellSummary(mean, std, 100.0 * low, 100.0 * high, n_seeds, n_questions)
+
+
+def compare_average(
+    treatments: Sequence[npt.ArrayLike],
+    baselines: Sequence[npt.ArrayLike],
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    rng: np.random.Generator | int | None = None,
+) -> Comparison:
+    """Compare two settings' averages over several dev files, paired by seed and question in every file.
+
+    The difference of the averages is the average of the per-file paired differences ``D_k = T_k - B_k``;
+    its interval resamples those differences as :func:`summarize_average` resamples scores (questions
+    within each file independently, shrunk and weighted ``1 / K``; seeds through the per-seed average
+    difference with Student t tails), and the p-value is read from the same replicates as in
+    :func:`compare`. With one file it is :func:`compare`.
+
+    Args:
+        treatments: One matrix per file of the treated setting, each ``(n_seeds, n_questions_k)`` on 0..1.
+        baselines: The baseline's matrices in the same file order, each of the same shape as the
+            treatment's (same seeds in the same rows, same questions in the same columns).
+        n_boot: Number of replicates (at least :data:`MIN_BOOT`).
+        confidence: Coverage of the interval, in (0, 1).
+        rng: A generator, a seed, or None for fresh entropy; the same seed gives the same result.
+
+    Returns:
+        A :class:`Comparison` on 0..100; ``n_questions`` is the total over files; interval and p-value
+        are NaN for one seed.
+
+    Raises:
+        DataError: The lists differ in length, a matrix is invalid, a treatment and its baseline differ
+            in shape, or the files have different numbers of seeds.
+        ConfigError: ``n_boot``, ``confidence`` or ``rng`` is invalid.
+    """
+    _check_options(n_boot, confidence)
+    generator = _as_rng(rng)
+    treated = _check_files(treatments, "treatments")
+    base = _check_files(baselines, "baselines")
+    if len(treated) != len(base):
+        raise DataError(
+            f"treatments and baselines must cover the same files; got {len(treated)} and {len(base)}"
+        )
+    for k, (one, other) in enumerate(zip(treated, base, strict=True)):
+        if one.shape != other.shape:
+            raise DataError(
+                f"file {k}: treatment and baseline must have the same shape (seeds, questions); "
+                f"got {one.shape} and {other.shape}"
+            )
+    differences = [one - other for one, other in zip(treated, base, strict=True)]
+    n_seeds = differences[0].shape[0]
+    n_questions = sum(matrix.shape[1] for matrix in differences)
+    delta = 100.0 * float(np.mean([matrix.mean(axis=1) for matrix in differences], axis=0).mean())
+    if n_seeds < 2:
+        return Comparison(delta, math.nan, math.nan, math.nan, n_seeds, n_questions)
     replicates = _replicates(differences, n_boot, generator)
     low, high = _percentile_interval(replicates, confidence)
-    below = int(np.count_nonzero(replicates <= 0.0))
-    above = int(np.count_nonzero(replicates >= 0.0))
-    p_value = min(1.0, 2.0 * (min(below, above) + 1) / (n_boot + 1))
-    return Comparison(delta, 100.0 * low, 100.0 * high, p_value, n_seeds, n_questions)
+    return Comparison(delta, 100.0 * low, 100.0 * high, _two_sided_p(replicates), n_seeds, n_questions)
 
 
 def holm(p_values: Mapping[str, float | None]) -> dict[str, float]:
@@ -410,21 +525,45 @@ def paired_difference(
         return PairedDifference(delta, math.nan, math.nan, math.nan, int(differences.size))
     replicates = _bootstrap_means(differences, n_boot, _as_rng(rng))
     low, high = _percentile_interval(replicates, confidence)
-    below = int(np.count_nonzero(replicates <= 0.0))
-    above = int(np.count_nonzero(replicates >= 0.0))
-    p_value = min(1.0, 2.0 * (min(below, above) + 1) / (n_boot + 1))
+    p_value = _two_sided_p(replicates)
     return PairedDifference(float(differences.mean()), low, high, p_value, int(differences.size))
 
 
 # --- internals -------------------------------------------------------------------------------------------
 
 
-def _replicates(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Replicates of the grand mean of ``matrix`` (shape ``(S, Q)``, ``S >= 2``, ``Q >= 2``), on its scale.
+def _replicates(matrices: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Replicates of the unweighted mean over ``matrices`` of their grand means, on their scale.
 
-    Returns an array of shape ``(n_boot,)``: grand mean + shrunk question-bootstrap deviation + standard
-    error of the seed means times Student t with ``S - 1`` degrees of freedom (see the module docstring).
+    Each matrix has shape ``(S, Q_k)`` with the same ``S >= 2`` seeds (row ``i`` of every matrix from
+    seed ``i``) and ``Q_k >= 2``. Returns an array of shape ``(n_boot,)``: the estimate + the average of
+    the matrices' shrunk question-bootstrap deviations, each drawn independently (a stratified bootstrap)
+    + the standard error of the per-seed averages times Student t with ``S - 1`` degrees of freedom (see
+    the module docstring). With one matrix this is exactly the module docstring's single-file reference.
     """
+    n_seeds = matrices[0].shape[0]
+    count = len(matrices)
+    centre = 0.0
+    deviation = np.zeros(n_boot, dtype=np.float64)
+    seed_means = np.zeros(n_seeds, dtype=np.float64)
+    for matrix in matrices:
+        grand, question_deviation = _question_deviations(matrix, n_boot, rng)
+        centre += grand
+        deviation = deviation + question_deviation
+        seed_means = seed_means + matrix.mean(axis=1)
+    # Dividing by 1 is exact, so a single matrix gives bit for bit the same replicates as before averages.
+    centre, deviation, seed_means = centre / count, deviation / count, seed_means / count
+    # Seed level: the standard error of the S per-seed (averaged) scores, with Student t tails for S - 1
+    # degrees of freedom. Averaging over files first keeps what a seed does to every file alike.
+    seed_se = float(seed_means.std(ddof=1)) / math.sqrt(n_seeds)
+    t_draws = rng.standard_t(n_seeds - 1, size=n_boot)
+    return centre + deviation + seed_se * t_draws
+
+
+def _question_deviations(
+    matrix: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """The grand mean of ``matrix`` (``(S, Q)``) and ``n_boot`` shrunk question-bootstrap deviations."""
     n_seeds, n_questions = matrix.shape
     seed_means = matrix.mean(axis=1)  # (S,)
     question_means = matrix.mean(axis=0)  # (Q,)
@@ -437,18 +576,22 @@ def _replicates(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
     ms_residual = float(np.sum(residual**2)) / ((n_seeds - 1) * (n_questions - 1))
     shrink = math.sqrt(max(0.0, 1.0 - ms_residual / ms_question)) if ms_question > 0.0 else 0.0
 
-    # Question level: each replicate is the mean of Q question means drawn with replacement. Chunked so
-    # the (rows, Q) index and gathered arrays stay within the memory budget; the draws do not depend on it.
+    # Each replicate is the mean of Q question means drawn with replacement. Chunked so the (rows, Q)
+    # index and gathered arrays stay within the memory budget; the draws do not depend on it.
     resampled = np.empty(n_boot, dtype=np.float64)
     rows_per_chunk = max(1, _CHUNK_BYTES // (16 * n_questions))
     for start in range(0, n_boot, rows_per_chunk):
         stop = min(n_boot, start + rows_per_chunk)
         index = rng.integers(0, n_questions, size=(stop - start, n_questions))
         resampled[start:stop] = question_means[index].mean(axis=1)
-    # Seed level: the standard error of the S seed means, with Student t tails for S - 1 degrees of freedom.
-    seed_se = float(seed_means.std(ddof=1)) / math.sqrt(n_seeds)
-    t_draws = rng.standard_t(n_seeds - 1, size=n_boot)
-    return grand + shrink * (resampled - grand) + seed_se * t_draws
+    return grand, shrink * (resampled - grand)
+
+
+def _two_sided_p(replicates: np.ndarray) -> float:
+    """Twice the smaller share of ``replicates`` on either side of 0, with the +1 correction, capped at 1."""
+    below = int(np.count_nonzero(replicates <= 0.0))
+    above = int(np.count_nonzero(replicates >= 0.0))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (replicates.size + 1))
 
 
 def _percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -503,6 +646,23 @@ def _check_scores(scores: npt.ArrayLike, name: str) -> np.ndarray:
             f"[{matrix.min():g}, {matrix.max():g}] (0..100 scores? divide by 100)"
         )
     return matrix
+
+
+def _check_files(scores: Sequence[npt.ArrayLike], name: str) -> list[np.ndarray]:
+    """One checked ``(n_seeds, n_questions_k)`` matrix per file, all with the same number of seeds."""
+    # A 3-D array is a stack of equal-sized files; a 2-D one is a single file passed by mistake.
+    stacked = isinstance(scores, np.ndarray) and scores.ndim == 3
+    if not stacked and (isinstance(scores, np.ndarray | str) or not isinstance(scores, Sequence)):
+        raise DataError(f"{name} must be a list of matrices, one (n_seeds, n_questions) per file")
+    if len(scores) == 0:
+        raise DataError(f"{name} is empty; need at least one file")
+    matrices = [_check_scores(matrix, f"{name}[{k}]") for k, matrix in enumerate(scores)]
+    seeds = {matrix.shape[0] for matrix in matrices}
+    if len(seeds) > 1:
+        raise DataError(
+            f"{name}: every file must be scored by the same seeds; got {sorted(seeds)} rows across files"
+        )
+    return matrices
 
 
 def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
