@@ -12,7 +12,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -106,6 +106,22 @@ study-xling: setup
 		--output-dir $(XLING_DIR)/in-language-sw
 	for part in transfer-en in-language-ko in-language-sw; do \
 		$(VENV)/bin/regtune report $(XLING_DIR)/$$part --export $(XLING_RESULTS)/$$part || exit 1; done
+
+# Issue #13 §3: attributions, artifacts and register roles of the transfer part's seed-1 τ=0 and τ=8 models on
+# Arabic dev questions (zero-shot: trained on English), pages in Arabic script. Needs the two seed-1 runs.
+XLING_EXPLAIN_DIR ?= runs/explain-xling-me5
+XLING_MODELS = --model $(XLING_DIR)/transfer-en/runs/tau0-seed1/model \
+	--compare $(XLING_DIR)/transfer-en/runs/tau8-seed1/model
+explain-study-xling: setup
+	$(VENV)/bin/regtune explain $(XLING_MODELS) --dev $(DATA_DIR)/ar/dev.json --num-examples 30 \
+		--output-dir $(XLING_EXPLAIN_DIR)/explain
+	$(VENV)/bin/regtune analyze $(XLING_MODELS) --dev $(DATA_DIR)/ar/dev.json --num-examples 60 \
+		--output-dir $(XLING_EXPLAIN_DIR)/analyze
+	mkdir -p $(XLING_RESULTS) && rm -rf $(XLING_RESULTS)/explain-ar $(XLING_RESULTS)/analyze-ar
+	cp -r $(XLING_EXPLAIN_DIR)/explain $(XLING_RESULTS)/explain-ar
+	cp -r $(XLING_EXPLAIN_DIR)/analyze $(XLING_RESULTS)/analyze-ar
+	rm -rf $(XLING_RESULTS)/explain-ar/cache
+	gzip -9 $(XLING_RESULTS)/explain-ar/attributions.json
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).
