@@ -205,7 +205,9 @@ def test_summary_files_and_determinism(sweep_dir: tuple[SweepConfig, dict[str, A
 
     with (sweep.root / "summary.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(analysis["cells"]) * len(METRICS)
+    # One row per cell and metric, then one per average over dev files (here over en and sw) and metric.
+    assert len(rows) == (len(analysis["cells"]) + len(analysis["averages"])) * len(METRICS)
+    assert sum(r["average_of"] == "" for r in rows) == len(analysis["cells"]) * len(METRICS)
     assert list(rows[0]) == ["dev", "metric", "num_registers", *CSV_TAIL]
     row = next(r for r in rows if r["dev"] == "en" and r["metric"] == "f1" and r["num_registers"] == "8")
     cell = find_cell(analysis, "en", num_registers=8)

@@ -73,6 +73,9 @@ CSV_TAIL = (
     "delta_ci_high",
     "p_value",
     "p_holm",
+    "p_holm_all",
+    "in_language",
+    "average_of",
 )
 
 
@@ -165,19 +168,25 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
         settings    n_boot, seed, confidence, metrics, scale, resampling and multiple-comparison method
         axes        the grid axes but the seed, in grid order (num_registers among them)
         devs        scored dev names in order ("validation" first under select_on)
+        training_dev  the dev file in the training language (see :func:`training_dev`), or None
         runs        [{run_id, point: {axis: value}, finished}] for every grid point
         cells       [{dev, axes: {axis: value}, seeds, runs, n_questions,
                       metrics: {f1|exact_match: {mean, std, ci_low, ci_high, n_seeds, n_questions}},
                       vs_tau0: {f1|exact_match: None | {baseline_num_registers, seeds, n_seeds,
                                 n_questions, seeds_left_out, baseline_seeds_left_out,
-                                delta, ci_low, ci_high, p_value, p_holm}}}]
+                                delta, ci_low, ci_high, p_value, p_holm, p_holm_all}}}]
+        averages    with 2+ dev files: [{average: "all" | "zero_shot", dev (its label), devs, axes, seeds,
+                    runs, n_questions (total), questions_per_dev, metrics, vs_tau0}] per τ and other axes,
+                    shaped like cells (see :func:`_language_averages`)
         groups      [{dev, axes (the other axes), num_registers: [τ...], has_baseline, note}]
         selection   None, or {on, metric, groups: [{axes, validation: [{num_registers, mean, ci_low,
                     ci_high, n_seeds}], chosen_num_registers, results: [{dev, metrics, vs_tau0}]}]}
         notes       plain-language remarks (left-out seeds, missing baselines, unfinished runs)
 
     All scores are on 0..100; p_holm is Holm-adjusted across the τ's of one group (dev, other axes) for
-    one metric. The result depends only on the finished runs' files, ``n_boot`` and ``seed``.
+    one metric, p_holm_all across every dev file's comparisons of the sweep for one metric
+    (:func:`_holm_across_devs`). The result depends only on the finished runs' files, ``n_boot`` and
+    ``seed``.
 
     Raises:
         RegtuneError: ``root`` has no sweep.json, or no run of the sweep has finished yet.
@@ -216,48 +225,71 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
         selection = _select_on_validation(
             cells, others, [d for d in scored if d != VALIDATION], notes, metric=metrics[0]
         )
-
-    # The fully resolved training config (preset + options), from a finished run's own config.json:
-    # sweep.json holds only what the user gave. Grid axes and per-run paths vary, so they are left out.
-    run_config = _read_json(finished[0].dir / "config.json", "run config")
-    resolved = {
-        key: value
-        for key, value in (run_config.get("config", {}) if isinstance(run_config, dict) else {}).items()
-        if key not in sweep.grid and key not in ("output_dir",)
-    }
+    # The held-out split under select_on is for choosing τ, not a language: it is left out of the
+    # averages over languages and of the Holm family across dev files.
+    languages = [dev for dev in scored if not (sweep.select_on and dev == VALIDATION)]
+    training = training_dev(sweep.train_file, languages)
+    _holm_across_devs(cells, languages, metrics)
     analysis: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "sweep": saved["sweep"],
         "versions": saved.get("versions", {}),
-        "resolved_run_config": resolved,
-        "settings": {
-            "n_boot": n_boot,
-            "seed": seed,
-            "confidence": CONFIDENCE,
-            "task": task.name,
-            "metrics": list(metrics),
-            "metric_labels": {m: task.metric_labels[m] for m in metrics},
-            "unit": task.unit,
-            "scale": "0-100",
-            "resampling": f"{task.unit}s: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
-            "scaled by the standard error of the per-seed scores (regtune.experiments.stats)",
-            "comparison": f"paired by seed and {task.unit}; τ vs τ=0 of the same dev file and other axes",
-            "multiple_comparisons": "Holm across the τ's of one dev file, other-axes group and metric",
-        },
+        "resolved_run_config": _resolved_run_config(finished[0], sweep),
+        "settings": _settings(task, n_boot, seed),
         "axes": axes,
         "devs": list(scored),
+        "training_dev": training,
         "runs": [
             {"run_id": spec.run_id, "point": dict(spec.point), "finished": spec.run_id in finished_ids}
             for spec in specs
         ],
         "cells": cells,
         "groups": groups,
+        "averages": _language_averages(ctx, cells, languages, training, others),
         "selection": selection,
         "notes": notes,
     }
     atomic_write_json(root / "summary.json", analysis)
     atomic_write_text(root / "summary.csv", summary_csv(analysis))
     return analysis
+
+
+def _resolved_run_config(run: Any, sweep: SweepConfig) -> dict[str, Any]:
+    """The fully resolved training config (preset + options), from a finished run's own config.json.
+
+    sweep.json holds only what the user gave. Grid axes and per-run paths vary, so they are left out.
+    """
+    run_config = _read_json(run.dir / "config.json", "run config")
+    return {
+        key: value
+        for key, value in (run_config.get("config", {}) if isinstance(run_config, dict) else {}).items()
+        if key not in sweep.grid and key not in ("output_dir",)
+    }
+
+
+def _settings(task: Any, n_boot: int, seed: int) -> dict[str, Any]:
+    """summary.json's ``settings``: what was computed and how, in words a reader of the file can follow."""
+    metrics = task.metrics
+    return {
+        "n_boot": n_boot,
+        "seed": seed,
+        "confidence": CONFIDENCE,
+        "task": task.name,
+        "metrics": list(metrics),
+        "metric_labels": {m: task.metric_labels[m] for m in metrics},
+        "unit": task.unit,
+        "scale": "0-100",
+        "resampling": f"{task.unit}s: bootstrap with replacement; seeds: Student t (n_seeds - 1 df) "
+        "scaled by the standard error of the per-seed scores (regtune.experiments.stats)",
+        "comparison": f"paired by seed and {task.unit}; τ vs τ=0 of the same dev file and other axes",
+        "multiple_comparisons": "Holm across the τ's of one dev file, other-axes group and metric",
+        "multiple_comparisons_all": "p_holm_all: Holm across every dev file × τ × other-axes comparison "
+        "with τ=0 of one metric (the held-out validation split excluded)",
+        "average": "unweighted mean over the dev files (each file weighs the same); per seed the average "
+        f"of the per-file scores; {task.unit}s bootstrapped within each file independently, seeds "
+        "through the per-seed averages (regtune.experiments.stats.summarize_average); its Δ is paired "
+        "per file and Holm-corrected across the τ's of one average",
+    }
 
 
 @dataclass
@@ -429,6 +461,23 @@ def _compare_cells(
     Pairing by seed removes what a seed does to both runs alike (data order, head init); pairing by
     question removes question difficulty. Both need the same seeds and questions on both sides.
     """
+    paired = _paired_matrices(root, cell, baseline, scores, metric)
+    if paired is None:
+        return None
+    seeds, treated_matrix, base_matrix = paired
+    result = stats.compare(treated_matrix, base_matrix, n_boot=n_boot, confidence=CONFIDENCE, rng=rng)
+    return _comparison_dict(result, seeds, cell, baseline)
+
+
+def _paired_matrices(
+    root: Path,
+    cell: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    scores: Mapping[tuple[str, str], Mapping[str, Any]],
+    metric: str,
+) -> tuple[list[Any], np.ndarray, np.ndarray] | None:
+    """(shared seeds, treated matrix, baseline matrix) of one dev file's cells, rows by seed and columns by
+    the questions every one of those runs scored; None when they share no seed or no question."""
     dev = cell["dev"]
     by_seed = dict(zip(cell["seeds"], cell["runs"], strict=True))
     base_by_seed = dict(zip(baseline["seeds"], baseline["runs"], strict=True))
@@ -442,20 +491,170 @@ def _compare_cells(
         return None
     treated_matrix = _matrix(root, dev, [by_seed[s] for s in seeds], treated, metric, questions)
     base_matrix = _matrix(root, dev, [base_by_seed[s] for s in seeds], base, metric, questions)
-    result = stats.compare(treated_matrix, base_matrix, n_boot=n_boot, confidence=CONFIDENCE, rng=rng)
+    return seeds, treated_matrix, base_matrix
+
+
+def _comparison_dict(
+    result: stats.Comparison, seeds: Sequence[Any], cell: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A ``vs_tau0`` entry; the Holm fields are filled in once the whole family is known."""
     return {
         "baseline_num_registers": 0,
-        "seeds": seeds,
+        "seeds": list(seeds),
         "n_seeds": int(result.n_seeds),
         "n_questions": int(result.n_questions),
-        "seeds_left_out": [s for s in cell["seeds"] if s not in base_by_seed],
-        "baseline_seeds_left_out": [s for s in baseline["seeds"] if s not in by_seed],
+        "seeds_left_out": [s for s in cell["seeds"] if s not in baseline["seeds"]],
+        "baseline_seeds_left_out": [s for s in baseline["seeds"] if s not in cell["seeds"]],
         "delta": _finite(result.delta),
         "ci_low": _finite(result.ci_low),
         "ci_high": _finite(result.ci_high),
         "p_value": _finite(result.p_value),
         "p_holm": None,
+        "p_holm_all": None,
     }
+
+
+def _holm_across_devs(cells: Sequence[dict[str, Any]], devs: Sequence[str], metrics: Sequence[str]) -> None:
+    """Fill ``p_holm_all``: Holm across every comparison with τ=0 on the ``devs`` (in place).
+
+    The family, per metric, is every dev file × τ × other-axes comparison of the sweep: "registers change
+    some language's score" is then claimed at 5 % family-wise, however many languages and τ's were tried.
+    ``p_holm`` (within one dev file) stays beside it; the two answer different questions. Cells of other
+    dev files (the held-out split) keep ``p_holm_all`` None.
+    """
+    for metric in metrics:
+        family = {
+            str(index): cell["vs_tau0"][metric]["p_value"]
+            for index, cell in enumerate(cells)
+            if cell["dev"] in devs and cell["vs_tau0"][metric] is not None
+        }
+        for index, adjusted in stats.holm(family).items():
+            cells[int(index)]["vs_tau0"][metric]["p_holm_all"] = _finite(adjusted)
+
+
+def training_dev(train_file: str, devs: Sequence[str]) -> str | None:
+    """The dev file in the training language, or None when the sweep does not tell.
+
+    TyDi-style folders name both: ``.../en/train.json`` trains on ``en``, and ``.../en/dev.json`` is the
+    dev file named ``en`` (:func:`regtune.experiments.sweep.dev_names` names ``xx/dev.json`` by its folder).
+    So the training file's folder name, when it is one of ``devs``, is the in-language dev file.
+    """
+    folder = Path(train_file).parent.name
+    return folder if folder and folder in devs else None
+
+
+#: How the averages over dev files are labelled in summary.csv's dev column and in the report.
+AVERAGE_LABELS = {"all": "average", "zero_shot": "zero-shot average"}
+
+
+def _language_averages(
+    ctx: _Context,
+    cells: Sequence[dict[str, Any]],
+    devs: Sequence[str],
+    training: str | None,
+    others: Sequence[str],
+) -> list[dict[str, Any]]:
+    """XTREME's average over languages per τ and other axes, over every dev file and over all but the
+    training language (the zero-shot average); an average needs 2+ dev files, else it is left out.
+
+    As in XTREME (https://arxiv.org/abs/2003.11080) every language weighs the same, English included: a
+    language with 10x the questions does not count more. Each record holds, per metric, the mean over
+    seeds of each seed's average of its per-language scores, on the questions of each language's cell
+    (so it is the mean of those cells' means), and its interval from
+    :func:`regtune.experiments.stats.summarize_average`: questions resampled within each language on
+    their own, seeds through the per-seed averages with Student t tails. Its Δ vs the τ=0 average is
+    paired per language by seed and question, and Holm-corrected across the τ's of that average; the
+    averages are not in ``p_holm_all``'s family, which is about single languages.
+    """
+    kinds = {"all": list(devs)}
+    if training is not None:
+        kinds["zero_shot"] = [dev for dev in devs if dev != training]
+    by_key = {(cell["dev"], tuple(cell["axes"].items())): cell for cell in cells}
+    averages: list[dict[str, Any]] = []
+    for name, members in kinds.items():
+        if len(members) < 2:
+            continue
+        # Every finished run is scored on every dev file, so each dev file has a cell per grid point.
+        rows = []
+        for first in (cell for cell in cells if cell["dev"] == members[0]):
+            parts = [by_key[dev, tuple(first["axes"].items())] for dev in members]
+            rows.append((_average_record(ctx, name, parts), parts))
+        _compare_averages(ctx, rows, others)
+        averages += [record for record, _ in rows]
+    return averages
+
+
+def _average_record(ctx: _Context, name: str, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One average's record at one grid point, from that point's cells (one per dev file, same runs)."""
+    first = parts[0]
+    record: dict[str, Any] = {
+        "average": name,
+        "dev": AVERAGE_LABELS[name],
+        "devs": [part["dev"] for part in parts],
+        "axes": dict(first["axes"]),
+        "seeds": list(first["seeds"]),
+        "runs": list(first["runs"]),
+        "n_questions": sum(part["n_questions"] for part in parts),
+        "questions_per_dev": {part["dev"]: part["n_questions"] for part in parts},
+        "metrics": {},
+        "vs_tau0": dict.fromkeys(ctx.task.metrics),
+    }
+    for metric in ctx.task.metrics:
+        matrices = []
+        for part in parts:
+            runs = [ctx.scores[run_id, part["dev"]] for run_id in part["runs"]]
+            questions = _common_questions(runs)  # the cell's own, so the mean is the mean of cell means
+            matrices.append(_matrix(ctx.root, part["dev"], part["runs"], runs, metric, questions))
+        summary = stats.summarize_average(
+            matrices,
+            n_boot=ctx.n_boot,
+            confidence=CONFIDENCE,
+            rng=_rng(ctx.seed, "average", name, *first["axes"].items(), metric),
+        )
+        record["metrics"][metric] = _summary_dict(summary)
+    return record
+
+
+def _compare_averages(
+    ctx: _Context, rows: Sequence[tuple[dict[str, Any], Sequence[Mapping[str, Any]]]], others: Sequence[str]
+) -> None:
+    """Each τ's average against the τ=0 average of the same other axes, Holm across those τ's (in place).
+
+    ``rows`` pairs each average record with its per-dev cells. Without a τ=0 average there is nothing to
+    compare with; the per-dev groups already note that.
+    """
+    groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], Sequence[Mapping[str, Any]]]]] = {}
+    for record, parts in rows:
+        groups.setdefault(tuple(record["axes"][axis] for axis in others), []).append((record, parts))
+    for members in groups.values():
+        baseline = next(((r, p) for r, p in members if r["axes"][TAU] == 0), None)
+        if baseline is None:
+            continue
+        base_record, base_parts = baseline
+        for metric in ctx.task.metrics:
+            results: dict[str, dict[str, Any]] = {}
+            for record, parts in members:
+                if record is base_record:
+                    continue
+                paired = [
+                    _paired_matrices(ctx.root, part, base_part, ctx.scores, metric)
+                    for part, base_part in zip(parts, base_parts, strict=True)
+                ]
+                if any(pair is None for pair in paired):
+                    continue  # no shared seed: the per-dev comparisons note it
+                result = stats.compare_average(
+                    [pair[1] for pair in paired if pair is not None],
+                    [pair[2] for pair in paired if pair is not None],
+                    n_boot=ctx.n_boot,
+                    confidence=CONFIDENCE,
+                    rng=_rng(ctx.seed, "average-cmp", record["average"], metric, *record["axes"].items()),
+                )
+                seeds = paired[0][0] if paired[0] is not None else []
+                record["vs_tau0"][metric] = _comparison_dict(result, seeds, record, base_record)
+                results[str(record["axes"][TAU])] = record["vs_tau0"][metric]
+            adjusted = stats.holm({tau: comparison["p_value"] for tau, comparison in results.items()})
+            for tau, comparison in results.items():
+                comparison["p_holm"] = _finite(adjusted[tau])
 
 
 def _select_on_validation(
@@ -524,12 +723,19 @@ def _select_on_validation(
 
 
 def summary_csv(analysis: Mapping[str, Any]) -> str:
-    """``summary.csv``: one row per cell and metric, the τ=0 comparison on the same row (empty for τ=0)."""
+    """``summary.csv``: one row per cell and metric, the τ=0 comparison on the same row (empty for τ=0).
+
+    The averages over dev files follow, one row per average, grid point and metric: their ``dev`` is
+    the average's label and ``average_of`` lists the dev files averaged (";"-separated; empty for a dev
+    file's own row). ``in_language`` marks the training language's rows (empty when it is unknown).
+    """
     axes = list(analysis["axes"])
+    training = analysis.get("training_dev")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*CSV_HEAD, *axes, *CSV_TAIL], lineterminator="\n")
     writer.writeheader()
-    for cell in analysis["cells"]:
+    for cell in [*analysis["cells"], *analysis.get("averages", [])]:
+        averaged = cell.get("devs")
         for metric in _metrics(analysis):
             summary = cell["metrics"][metric]
             comparison = cell["vs_tau0"][metric] or {}
@@ -544,6 +750,9 @@ def summary_csv(analysis: Mapping[str, Any]) -> str:
                     "delta_ci_high": comparison.get("ci_high"),
                     "p_value": comparison.get("p_value"),
                     "p_holm": comparison.get("p_holm"),
+                    "p_holm_all": comparison.get("p_holm_all"),
+                    "in_language": cell["dev"] == training if training and not averaged else None,
+                    "average_of": ";".join(averaged) if averaged else None,
                 }
             )
     return buffer.getvalue()
