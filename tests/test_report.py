@@ -26,7 +26,7 @@ from conftest import skip_or_fail
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
 from regtune.experiments.sweep import VALIDATION, SweepConfig, collect_results, write_results_csv
-from regtune.reporting.report import CSV_TAIL, analyze_sweep, read_loss_curve, write_report
+from regtune.reporting.report import CSV_TAIL, analyze_sweep, read_loss_curve, render_html, write_report
 from regtune.tasks.qa.task import METRICS
 
 QUESTIONS = 200
@@ -56,11 +56,14 @@ def make_sweep(
     grid_extra: Mapping[str, list[Any]] | None = None,
     unfinished: Sequence[str] = (),
     data_seed: int = 0,
+    questions: Mapping[str, int] | None = None,
 ) -> SweepConfig:
     """Write sweep.json, runs/<id>/{config.json, train_log.jsonl, metrics.json, evals/...} and results.csv.
 
     Runs named in ``unfinished`` get a config and a training log but no scores, like a run in progress.
+    ``questions`` sets some dev files' number of questions (default :data:`QUESTIONS`).
     """
+    sizes = dict(questions or {})
     sweep = SweepConfig(
         output_dir=str(root),
         train_file="/data/tydiqa/en/train.json",
@@ -75,7 +78,7 @@ def make_sweep(
     )
     scored = sweep.scored_files()
     difficulty = {
-        name: np.random.default_rng([data_seed, i]).uniform(0.15, 0.75, QUESTIONS)
+        name: np.random.default_rng([data_seed, i]).uniform(0.15, 0.75, sizes.get(name, QUESTIONS))
         for i, name in enumerate(scored)
     }
     for spec in sweep.runs():
@@ -99,12 +102,12 @@ def make_sweep(
         for i, name in enumerate(scored):
             rng = np.random.default_rng([data_seed, tau, seed, i, *(hash_axes(spec.point))])
             f1 = difficulty[name] + rng.normal(0, SEED_SD) + effects.get((tau, name), 0.0)
-            f1 = np.clip(f1 + rng.normal(0, NOISE_SD, QUESTIONS), 0.0, 1.0)
+            f1 = np.clip(f1 + rng.normal(0, NOISE_SD, f1.size), 0.0, 1.0)
             em = (f1 >= 0.75).astype(float)
             per_question = {
-                f"{name}-q{q}": {"exact_match": float(em[q]), "f1": float(f1[q])} for q in range(QUESTIONS)
+                f"{name}-q{q}": {"exact_match": float(em[q]), "f1": float(f1[q])} for q in range(f1.size)
             }
-            metrics = {"exact_match": 100 * em.mean(), "f1": 100 * f1.mean(), "num_questions": QUESTIONS}
+            metrics = {"exact_match": 100 * em.mean(), "f1": 100 * f1.mean(), "num_questions": f1.size}
             out = spec.eval_dir(name)
             atomic_write_json(out / "per_question.json", per_question)
             atomic_write_json(out / "predictions.json", {qid: "x" for qid in per_question})
@@ -296,6 +299,196 @@ def test_select_on_validation_picks_the_best_validation_tau(tmp_path: Path) -> N
         cell = find_cell(analysis, result["dev"], num_registers=best)
         assert result["metrics"] == cell["metrics"] and result["vs_tau0"] == cell["vs_tau0"]
         assert result["vs_tau0"]["f1"] is not None  # best is not τ=0 here
+
+
+# --- averages over languages (XTREME) and Holm across dev files -------------------------------------------
+
+#: A small cross-lingual sweep trained on en: sw has 10x the questions of en and fi, and the one effect.
+XL_QUESTIONS = {"en": 20, "sw": 200, "fi": 20}
+XL_EFFECTS = {(8, "sw"): 0.20}
+
+
+@pytest.fixture(scope="module")
+def crosslingual(tmp_path_factory: pytest.TempPathFactory) -> tuple[SweepConfig, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("crosslingual") / "sweep"
+    sweep = make_sweep(
+        root, taus=(0, 8), seeds=(1, 2), devs=tuple(XL_QUESTIONS), effects=XL_EFFECTS, questions=XL_QUESTIONS
+    )
+    return sweep, analyze_sweep(root, n_boot=200, seed=0)
+
+
+def find_average(analysis: Mapping[str, Any], name: str, **axes: Any) -> dict[str, Any]:
+    matches = [
+        a
+        for a in analysis["averages"]
+        if a["average"] == name and all(a["axes"][k] == v for k, v in axes.items())
+    ]
+    assert len(matches) == 1, (name, axes, len(matches))
+    return matches[0]
+
+
+def file_scores(sweep: SweepConfig, dev: str, metric: str, tau: int) -> dict[int, float]:
+    """Seed -> one run's score on one dev file (0..100), straight from its per-question file."""
+    return {seed: 100 * s.mean() for seed, s in run_scores(sweep, dev, metric, num_registers=tau).items()}
+
+
+def file_delta(sweep: SweepConfig, dev: str, metric: str, tau: int) -> float:
+    """Paired Δ of τ against τ=0 on one dev file (0..100), from the files."""
+    treated, base = (run_scores(sweep, dev, metric, num_registers=t) for t in (tau, 0))
+    return 100 * float(np.mean([(treated[s] - base[s]).mean() for s in treated]))
+
+
+def holm_by_definition(p_values: Mapping[Any, float]) -> dict[Any, float]:
+    """Holm's adjusted p as defined: the i-th smallest gets max over j <= i of min(1, (m - j + 1) p_(j))."""
+    ordered = sorted(p_values, key=p_values.__getitem__)
+    m = len(ordered)
+    return {
+        key: max(min(1.0, (m - j) * p_values[ordered[j]]) for j in range(i + 1))
+        for i, key in enumerate(ordered)
+    }
+
+
+def test_language_average_weighs_every_language_the_same(
+    crosslingual: tuple[SweepConfig, dict[str, Any]],
+) -> None:
+    sweep, analysis = crosslingual
+    assert analysis["training_dev"] == "en"
+    for tau in (0, 8):
+        record = find_average(analysis, "all", num_registers=tau)
+        assert record["devs"] == list(XL_QUESTIONS) and record["seeds"] == [1, 2]
+        assert record["n_questions"] == 240 and record["questions_per_dev"] == XL_QUESTIONS
+        for metric in METRICS:
+            scores = {dev: file_scores(sweep, dev, metric, tau) for dev in XL_QUESTIONS}
+            per_seed = [np.mean([scores[dev][seed] for dev in XL_QUESTIONS]) for seed in (1, 2)]
+            summary = record["metrics"][metric]
+            assert summary["mean"] == pytest.approx(np.mean(per_seed), abs=1e-9)
+            cell_means = [
+                find_cell(analysis, d, num_registers=tau)["metrics"][metric]["mean"] for d in XL_QUESTIONS
+            ]
+            assert summary["mean"] == pytest.approx(np.mean(cell_means), abs=1e-9)
+            assert summary["std"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-9)
+            assert (summary["n_seeds"], summary["n_questions"]) == (2, 240)
+            assert summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
+
+    # The +20 F1 on sw (200 of the 240 questions) moves the average by a third of it, not 200/240 of it.
+    comparison = find_average(analysis, "all", num_registers=8)["vs_tau0"]["f1"]
+    deltas = {dev: file_delta(sweep, dev, "f1", 8) for dev in XL_QUESTIONS}
+    assert comparison["delta"] == pytest.approx(np.mean(list(deltas.values())), abs=1e-9)
+    weighted_by_questions = sum(XL_QUESTIONS[dev] * delta for dev, delta in deltas.items()) / 240
+    assert abs(weighted_by_questions - comparison["delta"]) > 5
+    assert 20 / 3 - 3 < comparison["delta"] < 20 / 3 + 3
+    assert comparison["ci_low"] <= comparison["delta"] <= comparison["ci_high"]
+    assert comparison["seeds"] == [1, 2] and comparison["n_seeds"] == 2 and comparison["n_questions"] == 240
+    # One τ compared with τ=0: Holm within the average leaves p as it is; the average is not in the
+    # family of single languages.
+    assert comparison["p_holm"] == pytest.approx(comparison["p_value"])
+    assert comparison["p_holm_all"] is None
+    assert all(
+        a["vs_tau0"][m] is None
+        for a in analysis["averages"]
+        if a["axes"]["num_registers"] == 0
+        for m in METRICS
+    )
+
+
+def test_zero_shot_average_leaves_out_the_training_language(
+    crosslingual: tuple[SweepConfig, dict[str, Any]], tmp_path: Path
+) -> None:
+    sweep, analysis = crosslingual
+    assert [a["average"] for a in analysis["averages"]] == ["all", "all", "zero_shot", "zero_shot"]
+    for tau in (0, 8):
+        record = find_average(analysis, "zero_shot", num_registers=tau)
+        assert record["devs"] == ["sw", "fi"] and record["n_questions"] == 220
+        for metric in METRICS:
+            expected = np.mean(
+                [np.mean(list(file_scores(sweep, d, metric, tau).values())) for d in ("sw", "fi")]
+            )
+            assert record["metrics"][metric]["mean"] == pytest.approx(expected, abs=1e-9)
+    comparison = find_average(analysis, "zero_shot", num_registers=8)["vs_tau0"]["f1"]
+    assert comparison["delta"] == pytest.approx(
+        np.mean([file_delta(sweep, d, "f1", 8) for d in ("sw", "fi")])
+    )
+
+    with (sweep.root / "summary.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    zero_shot = [r for r in rows if r["dev"] == "zero-shot average"]
+    assert len(zero_shot) == 2 * len(METRICS) and {r["average_of"] for r in zero_shot} == {"sw;fi"}
+    row = next(r for r in zero_shot if r["metric"] == "f1" and r["num_registers"] == "8")
+    assert float(row["delta_vs_tau0"]) == pytest.approx(comparison["delta"])
+    assert float(row["mean"]) == pytest.approx(
+        find_average(analysis, "zero_shot", num_registers=8)["metrics"]["f1"]["mean"]
+    )
+    assert {r["in_language"] for r in rows if r["dev"] == "en"} == {"True"}
+    assert {r["in_language"] for r in rows if r["dev"] in ("sw", "fi")} == {"False"}
+
+    # Trained on en but not scored on en: the training language is unknown, so no zero-shot average.
+    root = tmp_path / "no-en"
+    make_sweep(root, taus=(0, 8), seeds=(1, 2), devs=("sw", "fi"), questions={"sw": 20, "fi": 20})
+    other = analyze_sweep(root, n_boot=100)
+    assert other["training_dev"] is None
+    assert {a["average"] for a in other["averages"]} == {"all"}
+
+
+def test_holm_across_all_dev_files_is_one_family(sweep_dir: tuple[SweepConfig, dict[str, Any]]) -> None:
+    _, analysis = sweep_dir
+    for metric in METRICS:
+        compared = [c for c in analysis["cells"] if c["vs_tau0"][metric] is not None]
+        assert len(compared) == len(DEVS) * 2  # en and sw, τ=8 and τ=32
+        expected = holm_by_definition(
+            {(c["dev"], c["axes"]["num_registers"]): c["vs_tau0"][metric]["p_value"] for c in compared}
+        )
+        for cell in compared:
+            comparison = cell["vs_tau0"][metric]
+            assert comparison["p_holm_all"] == pytest.approx(
+                expected[cell["dev"], cell["axes"]["num_registers"]]
+            )
+            assert comparison["p_holm_all"] >= comparison["p_holm"] >= comparison["p_value"]
+    # The family of four is stricter than en's family of two, and the injected effect survives both.
+    effect = find_cell(analysis, "en", num_registers=8)["vs_tau0"]["f1"]
+    assert effect["p_holm"] < effect["p_holm_all"] < 0.05
+
+
+def test_adding_languages_leaves_a_language_s_numbers_alone(tmp_path: Path) -> None:
+    """en's files are the same in both sweeps (same draws); only p_holm_all, whose family grew, may move."""
+    one = analyze_sweep(
+        make_sweep(tmp_path / "one", taus=(0, 8), seeds=(1, 2), devs=("en",)).root, n_boot=100
+    )
+    two = analyze_sweep(
+        make_sweep(tmp_path / "two", taus=(0, 8), seeds=(1, 2), devs=("en", "sw")).root, n_boot=100
+    )
+    assert one["averages"] == [] and len(two["averages"]) == 2  # the average over en and sw, τ=0 and τ=8
+    for tau in (0, 8):
+        alone, among = find_cell(one, "en", num_registers=tau), find_cell(two, "en", num_registers=tau)
+        assert alone["metrics"] == among["metrics"]
+        for metric in METRICS:
+            if tau == 0:
+                continue
+            grown = {**among["vs_tau0"][metric], "p_holm_all": None}
+            assert {**alone["vs_tau0"][metric], "p_holm_all": None} == grown
+            # One dev file, one τ compared: every family is that one test.
+            assert alone["vs_tau0"][metric]["p_holm_all"] == alone["vs_tau0"][metric]["p_value"]
+    with (tmp_path / "one" / "summary.csv").open(encoding="utf-8") as handle:
+        assert all(row["average_of"] == "" for row in csv.DictReader(handle))
+    page = render_html(one, ["scores.png", "scores.svg"], [])
+    assert "Average over languages" not in page and "training language" not in page
+
+
+def test_report_shows_averages_and_holm_all(crosslingual: tuple[SweepConfig, dict[str, Any]]) -> None:
+    _, analysis = crosslingual
+    page = render_html(analysis, ["scores.png", "scores.svg"], [])
+    assert "Average over languages" in page and "p (Holm, all)" in page
+    assert "zero-shot average (2 dev files, without en)" in page and "en (training language" in page
+    record = find_average(analysis, "all", num_registers=8)["metrics"]["f1"]
+    assert f"{record['mean']:.2f} [{record['ci_low']:.2f}, {record['ci_high']:.2f}]" in page
+    # A summary.json written before averages and p_holm_all existed still renders.
+    old = json.loads(json.dumps(analysis))
+    del old["averages"], old["training_dev"]
+    for cell in old["cells"]:
+        for comparison in cell["vs_tau0"].values():
+            if comparison is not None:
+                del comparison["p_holm_all"]
+    old_page = render_html(old, ["scores.png", "scores.svg"], [])
+    assert "Average over languages" not in old_page and "sw" in old_page
 
 
 # --- errors ----------------------------------------------------------------------------------------------

@@ -947,7 +947,17 @@ def _significant(comparison: Mapping[str, Any] | None) -> bool:
 
 
 #: Columns of one metric's row in the result tables.
-_METRIC_COLUMNS = ("metric", "mean", "std", "95% CI", "Δ vs τ=0", "Δ 95% CI", "p", "p (Holm)")
+_METRIC_COLUMNS = (
+    "metric",
+    "mean",
+    "std",
+    "95% CI",
+    "Δ vs τ=0",
+    "Δ 95% CI",
+    "p",
+    "p (Holm)",
+    "p (Holm, all)",
+)
 
 
 def _metric_rows(
@@ -960,7 +970,7 @@ def _metric_rows(
         summary = cell["metrics"][metric]
         comparison = cell["vs_tau0"][metric]
         if comparison is None:
-            delta_cells: list[Cell] = [("num", "–")] * 4
+            delta_cells: list[Cell] = [("num", "–")] * 5
         else:
             cls = "num sig" if _significant(comparison) else "num"
             if comparison["delta"] is not None and comparison["delta"] < 0 and _significant(comparison):
@@ -970,6 +980,8 @@ def _metric_rows(
                 ("num", escape(_ci(comparison["ci_low"], comparison["ci_high"], signed=True))),
                 ("num", escape(_p(comparison["p_value"]))),
                 (cls, escape(_p(comparison["p_holm"]))),
+                # .get: a summary.json written before p_holm_all existed renders as well.
+                ("num", escape(_p(comparison.get("p_holm_all")))),
             ]
         row: list[Cell] = [(c[0], c[1], len(metrics)) for c in lead] if i == 0 else []
         row += [
@@ -1000,30 +1012,46 @@ def _dev_table(analysis: Mapping[str, Any], dev: str) -> str:
 
 
 def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
-    """Dev files × τ: mean and Δ vs τ=0 at a glance (bold: Holm-significant)."""
+    """Dev files (then the averages over them) × τ: mean with its CI, and Δ vs τ=0 with its CI (bold and
+    *: Holm-significant within the row's dev file or average)."""
     taus = _taus(analysis)
     others = _other_axes(analysis)
-    by_key = {(c["dev"], tuple(c["axes"][a] for a in others), c["axes"][TAU]): c for c in analysis["cells"]}
+    rows_of = [*analysis["cells"], *analysis.get("averages", [])]
+    by_key = {(c["dev"], tuple(c["axes"][a] for a in others), c["axes"][TAU]): c for c in rows_of}
     combos = list(dict.fromkeys(k[:2] for k in by_key))
     rows = []
     for dev, values in combos:
-        row = [("", escape(dev))] + [("", escape(v)) for v in values]
+        members = [by_key[dev, values, tau] for tau in taus if (dev, values, tau) in by_key]
+        seeds = sorted({c["metrics"][metric]["n_seeds"] for c in members})
+        row: list[Cell] = [("", escape(_row_label(analysis, members[0])))]
+        row += [("", escape(v)) for v in values]
+        # The finished seeds per τ; a range when a τ has fewer (a sweep still running).
+        row.append(("num", escape(str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}")))
         for tau in taus:
             cell = by_key.get((dev, values, tau))
             if cell is None:
                 row.append(("num", "–"))
                 continue
-            text = escape(_num(cell["metrics"][metric]["mean"]))
+            summary = cell["metrics"][metric]
+            text = escape(f"{_num(summary['mean'])} {_ci(summary['ci_low'], summary['ci_high'])}")
             comparison = cell["vs_tau0"][metric]
             if comparison is not None:
                 mark = "*" if _significant(comparison) else ""
-                span = "sig" if mark else ""
-                text += (
-                    f' <span class="{span}">({escape(_num(comparison["delta"], signed=True))}{mark})</span>'
-                )
+                delta = f"Δ {_num(comparison['delta'], signed=True)} "
+                delta += _ci(comparison["ci_low"], comparison["ci_high"], signed=True) + mark
+                text += f'<br><span class="{"sig" if mark else ""}">{escape(delta)}</span>'
             row.append(("num", text))
         rows.append(row)
-    return table(["dev", *others, *(f"τ={t}" for t in taus)], rows)
+    return table(["dev", *others, "seeds", *(f"τ={t}" for t in taus)], rows)
+
+
+def _row_label(analysis: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
+    """A dev file's name, marked when it is the training language, or an average's name and extent."""
+    training = analysis.get("training_dev")
+    if "average" not in cell:
+        return f"{cell['dev']} (training language)" if cell["dev"] == training else str(cell["dev"])
+    without = f", without {training}" if cell["average"] == "zero_shot" else ""
+    return f"{cell['dev']} ({len(cell['devs'])} dev files{without})"
 
 
 def _selection_html(analysis: Mapping[str, Any]) -> str:
@@ -1118,15 +1146,13 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     from regtune.experiments.sweep import VALIDATION
 
     sweep = analysis["sweep"]
-    settings = analysis["settings"]
     runs = analysis["runs"]
     n_finished = sum(run["finished"] for run in runs)
     devs = analysis["devs"]
     # "validation" is the held-out split only under select_on; otherwise it is just a dev file's name.
     held_out = VALIDATION if sweep.get("select_on") else None
     real_devs = [d for d in devs if d != held_out]
-    level = round(100 * settings["confidence"])
-    alpha = 1 - settings["confidence"]
+    level = round(100 * analysis["settings"]["confidence"])
     title = f"regtune sweep report: τ ∈ {{{_join(_taus(analysis))}}}"
     unit, metrics = _unit(analysis), _metrics(analysis)
     names = [_metric_label(analysis, m) for m in metrics]
@@ -1137,23 +1163,7 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         f"dev files: {escape(_join(devs))} · scores on 0–100. Data: "
         '<a href="../summary.json">summary.json</a>, <a href="../summary.csv">summary.csv</a>, '
         '<a href="../results.csv">results.csv</a>.</p>',
-        '<div class="aid"><strong>How to read this report.</strong><ul>',
-        f"<li>Each number is a mean over the finished seeds of a cell (one dev file, one τ, one value of "
-        f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev {unit}s "
-        f"(resampled with replacement, {escape(settings['n_boot'])} times) and the seeds (how far another "
-        "training run could land, from the spread of the per-seed scores with Student-t tails, since 3–5 "
-        "seeds are too few to resample). It says where the mean could be with other seeds and other "
-        f"{unit}s of the same kind; it is not the range of single runs. One seed gives no CI (–).</li>",
-        "<li><em>Δ vs τ=0</em> is the paired difference with the τ=0 runs of the same dev file and other "
-        f"axes: seed matched with seed, {unit} with {unit}, using only the seeds both sides have. Its "
-        f"CI and p-value (two-sided, for “no difference”) come from the same seed and {unit} noise.</li>",
-        f"<li><em>p (Holm)</em> is the p-value corrected with Holm's method across all τ's compared with "
-        f"τ=0 in that group (per dev file and metric), because trying many τ's makes a chance win likely. "
-        f"Bold green marks p (Holm) &lt; {alpha:.2f}. A non-significant Δ means the sweep cannot tell; "
-        "it is not proof of no effect.</li>",
-        "<li><em>std</em> is the seed-to-seed standard deviation of a cell's score. With few seeds it "
-        "dominates the CIs; more seeds narrow them most.</li>",
-        "</ul></div>",
+        _reading_aid(analysis),
     ]
     if analysis["notes"]:
         p.append(
@@ -1174,13 +1184,17 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     if len(real_devs) > 1:
         p.append(f"<h2>Overview: {escape(names[0])} per dev file and τ</h2>")
         p.append(
-            f"<p>Mean {escape(names[0])}; in brackets Δ vs τ=0, with * where Holm-significant. "
-            "Details per dev file below.</p>"
+            f"<p>Mean {escape(names[0])} with its {level}% CI over the seeds (column <em>seeds</em>) and "
+            f"{unit}s; below it Δ vs τ=0 with its CI, * where Holm-significant (per dev file, or per "
+            "average). Details per dev file below.</p>"
         )
         p.append(_overview_table(analysis, metrics[0]))
+    p.append(_averages_html(analysis))
     p.append("<h2>Results per dev file</h2>")
     for dev in devs:
         label = f"{dev} (held-out part of the training file)" if dev == held_out else dev
+        if dev == analysis.get("training_dev") and len(real_devs) > 1:
+            label = f"{dev} (training language: in-language, not zero-shot)"
         p.append(f"<h3>{escape(label)}</h3>")
         group_notes = [g["note"] for g in analysis["groups"] if g["dev"] == dev and g["note"]]
         p.extend(f'<p class="note">{escape(n)}</p>' for n in group_notes)
@@ -1196,7 +1210,78 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
         )
     else:
         p.append("<p>No run has logged a training loss yet.</p>")
-    p.append("<h2>Configuration</h2>")
+    p.append(_configuration_html(analysis))
+    p.append("</body></html>")
+    return "\n".join(p) + "\n"
+
+
+def _reading_aid(analysis: Mapping[str, Any]) -> str:
+    """The "how to read this report" box: what every kind of number on the page means."""
+    settings = analysis["settings"]
+    level, alpha, unit = round(100 * settings["confidence"]), 1 - settings["confidence"], _unit(analysis)
+    items = [
+        f"Each number is a mean over the finished seeds of a cell (one dev file, one τ, one value of "
+        f"every other axis). The <em>{level}% CI</em> holds both sources of noise: the dev {unit}s "
+        f"(resampled with replacement, {escape(settings['n_boot'])} times) and the seeds (how far another "
+        "training run could land, from the spread of the per-seed scores with Student-t tails, since 3–5 "
+        "seeds are too few to resample). It says where the mean could be with other seeds and other "
+        f"{unit}s of the same kind; it is not the range of single runs. One seed gives no CI (–).",
+        "<em>Δ vs τ=0</em> is the paired difference with the τ=0 runs of the same dev file and other "
+        f"axes: seed matched with seed, {unit} with {unit}, using only the seeds both sides have. Its "
+        f"CI and p-value (two-sided, for “no difference”) come from the same seed and {unit} noise.",
+        f"<em>p (Holm)</em> is the p-value corrected with Holm's method across all τ's compared with "
+        f"τ=0 in that group (per dev file and metric), because trying many τ's makes a chance win likely. "
+        f"Bold green marks p (Holm) &lt; {alpha:.2f}. A non-significant Δ means the sweep cannot tell; "
+        "it is not proof of no effect.",
+        "<em>p (Holm, all)</em> is corrected across every dev file × τ comparison of the sweep (per "
+        "metric): the family behind a claim such as “registers change the score of some language”. It is "
+        "never below p (Holm); trust a single language's result only where it stays small.",
+        "<em>std</em> is the seed-to-seed standard deviation of a cell's score. With few seeds it "
+        "dominates the CIs; more seeds narrow them most.",
+    ]
+    if analysis.get("averages"):
+        items.append(
+            "<em>average</em> is the average over languages as XTREME reports it: the unweighted mean of "
+            f"the dev files' scores, each file weighing the same whatever its number of {unit}s, taken per "
+            f"seed and then over seeds. Its CI resamples each file's {unit}s on their own and the seeds "
+            "through the per-seed averages; its Δ is paired per file, and its p (Holm) corrects across "
+            "the τ's of that average (it is not part of p (Holm, all)). <em>zero-shot average</em> leaves "
+            "out the training language."
+        )
+    body = "".join(f"<li>{item}</li>" for item in items)
+    return f'<div class="aid"><strong>How to read this report.</strong><ul>{body}</ul></div>'
+
+
+def _averages_html(analysis: Mapping[str, Any]) -> str:
+    """The averages over dev files, one table per average (nothing when the sweep has none)."""
+    averages = analysis.get("averages") or []
+    if not averages:
+        return ""
+    others = _other_axes(analysis)
+    parts = ["<h2>Average over languages</h2>"]
+    for name in dict.fromkeys(record["average"] for record in averages):
+        records = [record for record in averages if record["average"] == name]
+        parts.append(f"<h3>{escape(_row_label(analysis, records[0]))}</h3>")
+        parts.append(f"<p>Dev files averaged: {escape(_join(records[0]['devs']))}.</p>")
+        rows = []
+        for record in records:
+            lead: list[Cell] = [("", escape(record["axes"][axis])) for axis in others]
+            lead += [
+                ("num", escape(record["axes"][TAU])),
+                ("num", escape(_join(record["seeds"]))),
+                ("num", escape(record["n_questions"])),
+            ]
+            rows += _metric_rows(analysis, lead, record)
+        head = [*others, "τ", "seeds", f"{_unit(analysis)}s (all files)", *_METRIC_COLUMNS]
+        parts.append(table(head, rows))
+    return "\n".join(parts)
+
+
+def _configuration_html(analysis: Mapping[str, Any]) -> str:
+    """The configuration section: the reproducing command, sweep.json, the resolved config, versions,
+    the analysis settings and every run's state."""
+    sweep = analysis["sweep"]
+    p = ["<h2>Configuration</h2>"]
     p.append("<p>Command line that reproduces this sweep (run it with your <code>--output-dir</code>):</p>")
     p.append(f"<pre>{escape(command_line(sweep))}</pre>")
     p.append("<h3>Sweep (sweep.json)</h3>")
@@ -1206,18 +1291,17 @@ def render_html(analysis: Mapping[str, Any], score_plot: Sequence[str], loss_plo
     p.append("<h3>Versions</h3>")
     p.append(_key_value_table(analysis.get("versions", {})))
     p.append("<h3>Analysis</h3>")
-    p.append(_key_value_table(settings))
+    p.append(_key_value_table(analysis["settings"]))
     p.append("<h3>Runs</h3>")
     run_rows = [
         [
             ("", f"<code>{escape(run['run_id'])}</code>"),
             ("", "finished" if run["finished"] else "not finished"),
         ]
-        for run in runs
+        for run in analysis["runs"]
     ]
     p.append(table(["run", "state"], run_rows))
-    p.append("</body></html>")
-    return "\n".join(p) + "\n"
+    return "\n".join(p)
 
 
 def write_report(root: Path, analysis: dict[str, Any] | None = None) -> Path:
