@@ -8,6 +8,10 @@ F1 says little: seeds and the particular dev questions both move it by points. T
 * compares every τ > 0 with τ = 0 of the same dev file and other axes, paired by seed and question
   (:func:`regtune.experiments.stats.compare`), and Holm-corrects the p-values across the τ's of that group, so
   "some τ helps" is not claimed just because many τ's were tried;
+* with several dev files (languages), adds XTREME's average over them and the zero-shot average without
+  the training language, each with an interval and a paired Δ vs τ=0
+  (:func:`regtune.experiments.stats.summarize_average`), and Holm-corrects across every dev file × τ
+  (``p_holm_all``), so "registers change some language" is not claimed from the best of many languages;
 * under ``select_on='validation'``, picks τ on the held-out part of the training data and reports that
   τ's dev results, the honest number when τ itself is a tuned hyper-parameter.
 
