@@ -8,13 +8,16 @@ from typing import Any
 
 from regtune.core.errors import RegtuneError
 from regtune.core.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
+from regtune.core.registers import RegisterDepth, RegisterInit
 from regtune.tasks import TASKS, infer_task
 from regtune.tasks.classification.task import column_list  # noqa: F401 (re-exported for the commands)
-from regtune.training.config import TRAIN_FLAGS, TrainConfig, preset_values
+from regtune.training.config import IDENTITIES, TRAIN_FLAGS, TrainConfig, preset_values
 
 CHOICES = {
     "--placement": ["prepend", "after_cls"],
-    "--register-init": ["trunc_normal", "tiny_normal", "vocab"],
+    "--register-init": [i.value for i in RegisterInit],
+    "--register-depth": [d.value for d in RegisterDepth],
+    "--register-identity": list(IDENTITIES),
     "--attn-implementation": list(ATTN_IMPLEMENTATIONS),
     "--precision": list(PRECISIONS),
 }

@@ -62,6 +62,25 @@ class RegisterInit(StrEnum):
     TRUNC_NORMAL = "trunc_normal"  # std 0.02, truncated at 2 std (the seed's)
     TINY_NORMAL = "tiny_normal"  # std 1e-6 (DINOv2 / timm)
     VOCAB = "vocab"  # embedding-layer outputs of randomly sampled tokens: the scale of real tokens
+    # Orthonormal directions times the mean norm of real token vectors: distinct slots from step 0, at the
+    # scale the first layer expects (issue #14: symmetric slots get identical updates).
+    ORTHOGONAL = "orthogonal"
+
+
+class RegisterDepth(StrEnum):
+    """Which layers read learned register vectors."""
+
+    INPUT = "input"  # registers enter once, before the first layer; later layers read their outputs
+    # Every layer reads its own learned vectors in the register rows, instead of the previous layer's
+    # register outputs (P-tuning v2's deep prompts, on registers). Encoders only.
+    ALL = "all"
+
+
+#: Tokens sampled to measure the norm of real token vectors (orthogonal init); all of a smaller vocabulary.
+NORM_SAMPLE = 1024
+#: The slot identity starts orthonormal at this norm per unit of sqrt(H): a std-0.02 vector's norm, as
+#: BERT initialises position embeddings. Small against token vectors, so it does not drown the content.
+IDENTITY_SCALE = 0.02
 
 
 _DEFAULT_STD = {RegisterInit.TRUNC_NORMAL: 0.02, RegisterInit.TINY_NORMAL: 1e-6}
@@ -83,6 +102,16 @@ class RegisterConfig:
     init_std: float | None = field(
         default=None, metadata={"help": "Override the std of the normal inits; None uses the init's default."}
     )
+    depth: RegisterDepth = field(
+        default=RegisterDepth.INPUT,
+        metadata={
+            "help": "'input' (registers enter once) or 'all' (every layer reads its own learned ones)."
+        },
+    )
+    slot_identity: bool = field(
+        default=False,
+        metadata={"help": "Add a learned per-slot vector to each register row before every layer."},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int):
@@ -101,6 +130,18 @@ class RegisterConfig:
             raise ConfigError(f"init must be one of {options}, got {self.init!r}") from None
         if self.init_std is not None and not self.init_std > 0:
             raise ConfigError(f"init_std must be > 0, got {self.init_std}")
+        try:
+            self.depth = RegisterDepth(self.depth)
+        except ValueError:
+            options = [d.value for d in RegisterDepth]
+            raise ConfigError(f"depth must be one of {options}, got {self.depth!r}") from None
+        if not isinstance(self.slot_identity, bool):
+            raise ConfigError(f"slot_identity must be true or false, got {self.slot_identity!r}")
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether each layer edits the register rows it reads (deep registers or the slot identity)."""
+        return self.num_registers > 0 and (self.depth is RegisterDepth.ALL or self.slot_identity)
 
     @property
     def insert_at(self) -> int:
@@ -111,6 +152,7 @@ class RegisterConfig:
         out = asdict(self)
         out["placement"] = self.placement.value
         out["init"] = self.init.value
+        out["depth"] = self.depth.value
         return out
 
     @classmethod
@@ -120,20 +162,27 @@ class RegisterConfig:
 
 
 class RegisterTokens(nn.Module):
-    """The learned register vectors and the two sequence edits that place them.
+    """The learned register vectors and the sequence edits that place them.
 
     Attributes:
-        tokens: (R, H) parameter, one row per register.
+        tokens: (R, H) parameter, one row per register: what the first layer reads.
+        layer_tokens: (L-1, R, H) parameter with ``depth='all'``: what layers 1..L-1 read in the register
+            rows instead of the previous layer's register outputs; None otherwise.
+        slot_identity: (R, H) parameter with ``slot_identity``: added to the register rows before every
+            layer, so that slots stay distinguishable however alike their contents become; None otherwise.
     """
 
-    def __init__(self, config: RegisterConfig, hidden_size: int) -> None:
+    def __init__(self, config: RegisterConfig, hidden_size: int, num_layers: int = 1) -> None:
         super().__init__()
         self.config = config
+        r = config.num_registers
         # At τ=0 the (0, H) tensor is never used in a forward pass. DDP (find_unused_parameters=False, the
         # Trainer's setting) fails on a parameter that requires grad and gets none, so it takes no grad.
-        self.tokens = nn.Parameter(
-            torch.empty(config.num_registers, hidden_size), requires_grad=config.num_registers > 0
-        )
+        self.tokens = nn.Parameter(torch.empty(r, hidden_size), requires_grad=r > 0)
+        deep = config.per_layer and config.depth is RegisterDepth.ALL and num_layers > 1
+        self.layer_tokens = nn.Parameter(torch.empty(num_layers - 1, r, hidden_size)) if deep else None
+        identity = config.per_layer and config.slot_identity
+        self.slot_identity = nn.Parameter(torch.empty(r, hidden_size)) if identity else None
         # Set only inside `register_intervention` (ablations, attribution baselines); never saved.
         self.values_override: torch.Tensor | None = None  # (R, H) or (B, R, H)
         self.keep_override: torch.Tensor | None = None  # (R,) bool; False masks a register out
@@ -153,6 +202,23 @@ class RegisterTokens(nn.Module):
         regs = regs.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
         return torch.cat([hidden[:, :at], regs, hidden[:, at:]], dim=1)
 
+    def enter_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, R+N, H) -> (B, R+N, H): the register rows layer ``index`` reads.
+
+        With ``depth='all'``, layers after the first read ``layer_tokens[index - 1]`` there; with the slot
+        identity, every layer reads its rows plus ``slot_identity``. A values override (an ablation)
+        replaces the first layer's registers only; a keep override still masks them in every layer.
+        """
+        if not self.config.per_layer:
+            return hidden
+        at, r = self.config.insert_at, self.num_registers
+        rows = hidden[:, at : at + r]  # (B, R, H)
+        if self.layer_tokens is not None and index > 0:
+            rows = self.layer_tokens[index - 1].to(hidden.dtype).expand(hidden.shape[0], -1, -1)
+        if self.slot_identity is not None:
+            rows = rows + self.slot_identity.to(hidden.dtype)
+        return torch.cat([hidden[:, :at], rows, hidden[:, at + r :]], dim=1)
+
     def extend_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, R+N): every token attends to every register and back."""
         if self.num_registers == 0:
@@ -164,7 +230,9 @@ class RegisterTokens(nn.Module):
         return torch.cat([mask[:, :at], ones, mask[:, at:]], dim=1)
 
     def extra_repr(self) -> str:
-        return f"num_registers={self.num_registers}, placement={self.config.placement.value}"
+        extra = f", depth={self.config.depth.value}" if self.layer_tokens is not None else ""
+        extra += ", slot_identity=True" if self.slot_identity is not None else ""
+        return f"num_registers={self.num_registers}, placement={self.config.placement.value}{extra}"
 
 
 @contextlib.contextmanager
@@ -303,6 +371,15 @@ def _entry_module(base: nn.Module) -> nn.Module:
     return embeddings
 
 
+def _layers(base: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a supported encoder, in order."""
+    for owner in ("encoder", "transformer"):  # BERT, RoBERTa, XLM-R, ELECTRA; DistilBERT
+        layers = getattr(getattr(base, owner, None), "layer", None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise RegtuneError(f"{type(base).__name__}: no encoder layers found; cannot place deep registers")
+
+
 def entry_module(model: nn.Module) -> nn.Module:
     """The module whose output feeds the first layer: an encoder's embeddings (output with the registers
     already in, (B, R+N, H)), or a causal LM's token embedding table (output without them, (B, N, H):
@@ -359,29 +436,58 @@ def register_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def _init_tokens(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, entry: nn.Module) -> None:
+def _entry_rows(base: nn.Module, entry: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """What the first layer would read for token ids (B, N): the entry module's output, (B, N, H)."""
+    if entry is base.get_input_embeddings():  # a causal LM: its registers replace token embeddings
+        return entry(ids)
+    embeddings = base.embeddings
+    was_training = base.training
+    base.eval()  # no dropout in the sampled rows
+    try:
+        rows = embeddings(input_ids=ids)
+        return entry(rows) if entry is not embeddings else rows
+    finally:
+        base.train(was_training)
+
+
+def token_vector_norm(base: nn.Module, entry: nn.Module) -> float:
+    """Mean L2 norm of real token vectors as the first layer reads them: up to :data:`NORM_SAMPLE` distinct
+    random tokens, each alone at position 0 (embeddings, LayerNorm and, for ELECTRA, the projection)."""
+    vocab_size = base.get_input_embeddings().num_embeddings
+    device = next(entry.parameters()).device
+    ids = torch.randperm(vocab_size)[:NORM_SAMPLE].unsqueeze(1).to(device)  # (K, 1)
+    return _entry_rows(base, entry, ids)[:, 0].float().norm(dim=-1).mean().item()
+
+
+@torch.no_grad()
+def _init_rows(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, entry: nn.Module) -> None:
+    """Fill one (R, H) block of register vectors by ``config.init``."""
+    if config.init is RegisterInit.VOCAB:
+        # Distinct token ids, so that every register starts distinct from the others.
+        ids = torch.randperm(base.get_input_embeddings().num_embeddings)[: config.num_registers]
+        tokens.copy_(_entry_rows(base, entry, ids.unsqueeze(0).to(tokens.device))[0].to(tokens.dtype))
+    elif config.init is RegisterInit.ORTHOGONAL:
+        # Orthonormal rows when R <= H (else orthonormal columns: R > H vectors cannot all be orthogonal).
+        norm = token_vector_norm(base, entry)
+        nn.init.orthogonal_(tokens)
+        tokens.mul_(norm)
+    else:
+        std = config.init_std or _DEFAULT_STD[config.init]
+        nn.init.trunc_normal_(tokens, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+@torch.no_grad()
+def _init_module(module: RegisterTokens, base: nn.Module, entry: nn.Module) -> None:
+    config = module.config
     if config.num_registers == 0:
         return
-    if config.init is RegisterInit.VOCAB:
-        vocab_size = base.get_input_embeddings().num_embeddings
-        # Distinct token ids, so that every register starts distinct from the others.
-        ids = torch.randperm(vocab_size)[: config.num_registers].unsqueeze(0).to(tokens.device)
-        if entry is base.get_input_embeddings():  # a causal LM: its registers replace token embeddings
-            tokens.copy_(entry(ids)[0].to(tokens.dtype))
-            return
-        embeddings = base.embeddings
-        was_training = base.training
-        base.eval()  # no dropout in the sampled rows
-        try:
-            rows = embeddings(input_ids=ids)
-            if entry is not embeddings:
-                rows = entry(rows)
-        finally:
-            base.train(was_training)
-        tokens.copy_(rows[0].to(tokens.dtype))
-        return
-    std = config.init_std or _DEFAULT_STD[config.init]
-    nn.init.trunc_normal_(tokens, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    _init_rows(module.tokens.data, config, base, entry)
+    if module.layer_tokens is not None:
+        for block in module.layer_tokens.data:  # each layer's (R, H), drawn the same way
+            _init_rows(block, config, base, entry)
+    if module.slot_identity is not None:
+        nn.init.orthogonal_(module.slot_identity.data)
+        module.slot_identity.data.mul_(IDENTITY_SCALE * module.tokens.shape[1] ** 0.5)
 
 
 def _save_with_peft(model: nn.Module) -> None:
@@ -407,6 +513,8 @@ def add_registers(
     placement: RegisterPlacement | str = RegisterPlacement.PREPEND,
     init: RegisterInit | str = RegisterInit.TRUNC_NORMAL,
     init_std: float | None = None,
+    depth: RegisterDepth | str = RegisterDepth.INPUT,
+    slot_identity: bool = False,
 ) -> PreTrainedModel:
     """Give a stock ``transformers`` encoder or causal LM ``num_registers`` learned register tokens, in place.
 
@@ -422,14 +530,31 @@ def add_registers(
             task head (``*ForQuestionAnswering``, ``*ForSequenceClassification``, ``*ForCausalLM``, ...).
         num_registers: τ, the number of registers; 0 leaves the model's outputs unchanged.
         placement: ``prepend`` (default) or ``after_cls``.
-        init: ``trunc_normal`` (std 0.02), ``tiny_normal`` (std 1e-6) or ``vocab``.
+        init: ``trunc_normal`` (std 0.02), ``tiny_normal`` (std 1e-6), ``vocab`` (rows of sampled tokens)
+            or ``orthogonal`` (orthonormal rows times the mean norm of real token vectors).
         init_std: overrides the std of the normal inits.
+        depth: ``input`` (default) or ``all``: every layer reads its own learned register vectors
+            (encoders only).
+        slot_identity: add a learned per-slot vector to the register rows before every layer (encoders
+            only).
 
     Returns:
         The same model object, with ``model.num_registers`` set and the settings stored in
         ``model.config.regtune_registers`` so that :func:`load_model` can rebuild it.
     """
-    config = RegisterConfig(num_registers=num_registers, placement=placement, init=init, init_std=init_std)
+    config = RegisterConfig(
+        num_registers=num_registers,
+        placement=placement,
+        init=init,
+        init_std=init_std,
+        depth=depth,
+        slot_identity=slot_identity,
+    )
+    return _attach(model, config, initialize=True)
+
+
+def add_registers_with(model: PreTrainedModel, config: RegisterConfig) -> PreTrainedModel:
+    """:func:`add_registers` with every setting from ``config`` (e.g. ``TrainConfig.registers()``)."""
     return _attach(model, config, initialize=True)
 
 
@@ -443,13 +568,19 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     causal = is_causal_model(model)
     if causal and config.placement is not RegisterPlacement.PREPEND:
         raise ConfigError("a causal model takes its registers before the text: placement must be 'prepend'")
+    if causal and config.per_layer:
+        # Decoder registers exist at the prefill only (their keys and values then live in the cache).
+        raise ConfigError(
+            "depth 'all' and the slot identity are for encoders; a causal LM's registers enter once"
+        )
     entry = base.get_input_embeddings() if causal else _entry_module(base)
     reference = next(entry.parameters())
-    module = RegisterTokens(config, base.config.hidden_size).to(
+    layers = _layers(base) if config.per_layer else []
+    module = RegisterTokens(config, base.config.hidden_size, num_layers=max(len(layers), 1)).to(
         device=reference.device, dtype=reference.dtype
     )
     if initialize:
-        _init_tokens(module.tokens.data, config, base, entry)
+        _init_module(module, base, entry)
     base.add_module(MODULE_NAME, module)
     model.num_registers = config.num_registers
     setattr(model.config, CONFIG_KEY, config.to_dict())
@@ -481,8 +612,18 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
         output.last_hidden_state = split_registers(output.last_hidden_state, config)[1]
         return output
 
+    def enter_layer(index: int) -> Any:
+        def hook(_module: nn.Module, args: tuple) -> tuple:
+            # hidden_states is the first positional argument of every supported encoder layer.
+            return (_live(base).enter_layer(index, args[0]), *args[1:])
+
+        return hook
+
     base.register_forward_pre_hook(extend_mask, with_kwargs=True)
     entry.register_forward_hook(insert_registers)
+    if config.per_layer:
+        for index, layer in enumerate(layers):
+            layer.register_forward_pre_hook(enter_layer(index))
     pooler = getattr(base, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)
@@ -563,8 +704,8 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
             path, config=config, output_loading_info=True, **from_pretrained_kwargs
         )
     prefix = f"{model.base_model_prefix}." if model.base_model is not model else ""
-    key = f"{prefix}{MODULE_NAME}.tokens"
-    unexpected = [k for k in info.get("unexpected_keys", []) if k != key]
+    ours = f"{prefix}{MODULE_NAME}."  # the register module's tensors, which _attach then loads
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(ours)]
     if info.get("missing_keys") or unexpected:
         raise RegtuneError(
             f"{path}: checkpoint does not match {model_cls.__name__}: "
@@ -576,7 +717,8 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
         return model
     _attach(model, register_config, initialize=False)
     if register_config.num_registers:
-        tokens = get_register_module(model).tokens
+        module = get_register_module(model)
         with torch.no_grad():
-            tokens.copy_(_load_register_tensor(path, key, hub).to(tokens.dtype))
+            for name, parameter in module.named_parameters():  # tokens, and layer_tokens / slot_identity
+                parameter.copy_(_load_register_tensor(path, ours + name, hub).to(parameter.dtype))
     return model

@@ -51,6 +51,8 @@ GRID_AXES: dict[str, str] = {
     "register_lr": "rlr",
     "register_placement": "place",
     "register_init": "init",
+    "register_depth": "depth",
+    "register_identity": "ident",
     "num_registers": "tau",
     "seed": "seed",
 }

@@ -23,6 +23,9 @@ from regtune.tasks.classification.task import ClassificationOptions
 from regtune.tasks.generative_qa.task import GenerativeQAOptions
 from regtune.tasks.qa.task import QAOptions
 
+#: Values of ``register_identity``: no per-slot vector, or a learned one (RegisterConfig.slot_identity).
+IDENTITIES = ("none", "learned")
+
 
 @dataclass
 class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
@@ -41,6 +44,20 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
         default="trunc_normal", metadata={"help": "'trunc_normal', 'tiny_normal', 'vocab'."}
     )
     register_lr: float | None = field(default=None, metadata={"help": "LR of the registers (None: --lr)."})
+    register_depth: str = field(
+        default="input",
+        metadata={
+            "help": "'input' (registers enter before the first layer) or 'all' (every layer reads its own "
+            "learned register vectors, P-tuning v2 style; encoders only)."
+        },
+    )
+    register_identity: str = field(
+        default="none",
+        metadata={
+            "help": "'none' or 'learned': a learned per-slot vector added to the register rows before every "
+            "layer, so that slots stay apart (encoders only)."
+        },
+    )
     # Optimisation.
     epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use --epochs)."})
@@ -117,8 +134,16 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
         self.registers()
 
     def registers(self) -> RegisterConfig:
+        if self.register_identity not in IDENTITIES:
+            raise ConfigError(
+                f"register_identity must be one of {list(IDENTITIES)}, got {self.register_identity!r}"
+            )
         return RegisterConfig(
-            num_registers=self.num_registers, placement=self.register_placement, init=self.register_init
+            num_registers=self.num_registers,
+            placement=self.register_placement,
+            init=self.register_init,
+            depth=self.register_depth,
+            slot_identity=self.register_identity == "learned",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +167,8 @@ def saved_run_config(run_config_file: Path) -> dict[str, Any]:
     saved.setdefault("task", "qa")
     saved.setdefault("report_to", "tensorboard")  # what every run did before the option existed
     saved.setdefault("freeze_embeddings", False)
+    saved.setdefault("register_depth", "input")
+    saved.setdefault("register_identity", "none")
     return saved
 
 
@@ -170,6 +197,8 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "--placement": ("register_placement", str),
     "--register-init": ("register_init", str),
     "--register-lr": ("register_lr", float),
+    "--register-depth": ("register_depth", str),
+    "--register-identity": ("register_identity", str),
     "--epochs": ("epochs", float),
     "--max-steps": ("max_steps", int),
     "--batch-size": ("batch_size", int),
@@ -198,6 +227,8 @@ GRID_FLAGS: dict[str, str] = {
     "--register-lr": "register_lr",
     "--placement": "register_placement",
     "--register-init": "register_init",
+    "--register-depth": "register_depth",
+    "--register-identity": "register_identity",
 }
 
 

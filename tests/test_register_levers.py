@@ -1,0 +1,219 @@
+"""Issue #14's register levers in the core: orthogonal init, deep registers (depth 'all'), the per-slot
+identity. Each changes what it should and nothing else; τ=0 stays the stock model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForQuestionAnswering
+
+from regtune.core.errors import ConfigError
+from regtune.core.registers import (
+    IDENTITY_SCALE,
+    RegisterConfig,
+    _entry_module,
+    _layers,
+    add_registers,
+    get_register_module,
+    load_model,
+    register_parameters,
+    register_slice,
+)
+from tiny_causal import tiny_lm
+from tiny_models import ARCHS, HIDDEN, LAYERS, VOCAB, tiny_batch, tiny_model
+
+
+def _all_token_norms(model: nn.Module) -> torch.Tensor:
+    """The norm of every vocabulary token as the first layer reads it, alone at position 0: (VOCAB,)."""
+    base = model.base_model
+    entry = _entry_module(base)
+    ids = torch.arange(VOCAB).unsqueeze(1)  # (V, 1)
+    with torch.no_grad():
+        rows = base.embeddings(input_ids=ids)
+        rows = entry(rows) if entry is not base.embeddings else rows
+    return rows[:, 0].norm(dim=-1)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_orthogonal_init_gives_orthogonal_registers_at_the_norm_of_real_tokens(arch: str) -> None:
+    model = tiny_model(arch)
+    expected = _all_token_norms(model).mean().item()  # the tiny vocabulary is smaller than the sample
+    add_registers(model, 8, init="orthogonal")
+    tokens = get_register_module(model).tokens.detach()  # (8, H)
+    gram = tokens @ tokens.T
+    torch.testing.assert_close(gram, expected**2 * torch.eye(8), atol=1e-4 * expected**2, rtol=0)
+    # Not the scale of the default init: real token vectors are far longer than std-0.02 ones.
+    assert expected > 5 * 0.02 * HIDDEN**0.5
+
+
+def test_orthogonal_init_on_a_causal_lm_uses_the_embedding_rows() -> None:
+    model = tiny_lm("llama")
+    expected = model.get_input_embeddings().weight.norm(dim=-1).mean().item()
+    add_registers(model, 4, init="orthogonal")
+    tokens = get_register_module(model).tokens.detach()
+    torch.testing.assert_close(tokens.norm(dim=-1), torch.full((4,), expected), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("depth", "identity"), [("all", False), ("input", True), ("all", True)])
+def test_tau0_with_deep_registers_or_identity_is_the_stock_model(
+    arch: str, depth: str, identity: bool
+) -> None:
+    stock, model = tiny_model(arch), tiny_model(arch)
+    add_registers(model, 0, depth=depth, slot_identity=identity)
+    batch = tiny_batch(arch)
+    with torch.no_grad():
+        a, b = stock(**batch), model(**batch)
+    assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
+    assert register_parameters(model) == [get_register_module(model).tokens]  # nothing else to train
+
+
+def _layer_inputs(model: nn.Module) -> list[torch.Tensor]:
+    """Record the hidden states every encoder layer reads (after the register hooks), (B, R+N, H) each."""
+    seen: list[torch.Tensor] = []
+    for layer in _layers(model.base_model):
+        layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_deep_registers_put_each_layers_own_vectors_in_the_register_rows(arch: str) -> None:
+    model = add_registers(tiny_model(arch), 4, depth="all", placement="after_cls")
+    module = get_register_module(model)
+    assert module.layer_tokens.shape == (LAYERS - 1, 4, HIDDEN)
+    seen = _layer_inputs(model)  # registered after add_registers: runs after the register hooks
+    batch = tiny_batch(arch)
+    model(**batch)
+    rows = register_slice(4, "after_cls")
+    for index, hidden in enumerate(seen[1:], start=1):
+        expected = module.layer_tokens[index - 1].detach().expand(hidden.shape[0], -1, -1)
+        assert torch.equal(hidden[:, rows], expected)
+    # The text rows are what the previous layer produced, untouched: only the register rows change.
+    plain = add_registers(tiny_model(arch), 4, placement="after_cls")
+    with torch.no_grad():
+        get_register_module(plain).tokens.copy_(module.tokens)
+    plain_seen = _layer_inputs(plain)
+    plain(**batch)
+    assert torch.equal(plain_seen[0], seen[0])  # the first layer reads the same thing
+    assert not torch.equal(plain_seen[1][:, rows], seen[1][:, rows])
+
+
+def test_deep_register_vectors_get_gradients_and_change_the_output() -> None:
+    model = add_registers(tiny_model("bert"), 4, depth="all")
+    batch = tiny_batch("bert")
+    out = model(**batch)
+    (out.start_logits.sum() + out.end_logits.sum()).backward()
+    module = get_register_module(model)
+    assert module.layer_tokens.grad is not None and module.layer_tokens.grad.abs().sum() > 0
+    assert {id(p) for p in register_parameters(model)} == {id(module.tokens), id(module.layer_tokens)}
+    before = out.start_logits.detach()
+    with torch.no_grad():
+        module.layer_tokens.add_(1.0)
+        assert not torch.allclose(model(**batch).start_logits, before)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_slot_identity_is_added_to_the_register_rows_before_every_layer(arch: str) -> None:
+    model = add_registers(tiny_model(arch), 4, slot_identity=True)
+    identity = get_register_module(model).slot_identity.detach()  # (4, H)
+    # Orthonormal rows at a small norm: a std-0.02 vector's length.
+    norm = IDENTITY_SCALE * HIDDEN**0.5
+    torch.testing.assert_close(identity @ identity.T, norm**2 * torch.eye(4), atol=1e-6, rtol=0)
+    layer_outputs: list[torch.Tensor] = []
+    layers = _layers(model.base_model)
+    for layer in layers:
+        layer.register_forward_hook(
+            lambda _m, _a, out: layer_outputs.append(out[0] if isinstance(out, tuple) else out)
+        )
+    seen = _layer_inputs(model)
+    model(**tiny_batch(arch))
+    rows = register_slice(4)
+    tokens = get_register_module(model).tokens.detach()
+    torch.testing.assert_close(seen[0][:, rows], (tokens + identity).expand(seen[0].shape[0], -1, -1))
+    torch.testing.assert_close(seen[1][:, rows], layer_outputs[0].detach()[:, rows] + identity)
+    torch.testing.assert_close(seen[1][:, 4:], layer_outputs[0].detach()[:, 4:])  # text rows untouched
+
+
+@pytest.mark.parametrize(("depth", "identity"), [("all", True), ("all", False), ("input", True)])
+def test_deep_registers_and_identity_survive_save_and_load(
+    tmp_path: Path, depth: str, identity: bool
+) -> None:
+    model = add_registers(tiny_model("bert"), 4, depth=depth, slot_identity=identity, init="orthogonal")
+    batch = tiny_batch("bert")
+    with torch.no_grad():
+        expected = model(**batch).start_logits
+    model.save_pretrained(tmp_path)
+    for loaded in (load_model(tmp_path), AutoModelForQuestionAnswering.from_pretrained(tmp_path)):
+        loaded.eval()
+        config = get_register_module(loaded).config
+        assert (config.depth.value, config.slot_identity) == (depth, identity)
+        with torch.no_grad():
+            # Loading picks sdpa where the tiny model runs eager: equal up to float rounding.
+            torch.testing.assert_close(loaded(**batch).start_logits, expected, atol=1e-5, rtol=0)
+
+
+def test_a_register_config_saved_before_the_levers_loads_with_their_defaults() -> None:
+    old = {"num_registers": 8, "placement": "prepend", "init": "trunc_normal", "init_std": None}
+    config = RegisterConfig.from_dict(old)
+    assert (config.depth.value, config.slot_identity, config.per_layer) == ("input", False, False)
+
+
+def test_causal_models_refuse_per_layer_levers() -> None:
+    with pytest.raises(ConfigError, match="depth 'all' and the slot identity are for encoders"):
+        add_registers(tiny_lm("llama"), 4, depth="all")
+    with pytest.raises(ConfigError, match="for encoders"):
+        add_registers(tiny_lm("gpt2"), 4, slot_identity=True)
+
+
+def test_bad_lever_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"depth must be one of \['input', 'all'\], got 'deep'"):
+        RegisterConfig(num_registers=2, depth="deep")
+    with pytest.raises(ConfigError, match="slot_identity must be true or false"):
+        RegisterConfig(num_registers=2, slot_identity="yes")
+
+
+def test_train_applies_the_levers_and_the_saved_model_keeps_them(make_config, tmp_path: Path) -> None:
+    from regtune.training.trainer import build_model, train_model
+
+    config = make_config(
+        tmp_path / "run",
+        register_init="orthogonal",
+        register_depth="all",
+        register_identity="learned",
+        max_steps=2,
+    )
+    module = get_register_module(build_model(config))
+    assert module.layer_tokens is not None and module.slot_identity is not None
+    train_model(config, progress=False)
+    saved = get_register_module(load_model(tmp_path / "run" / "model")).config
+    assert (saved.init.value, saved.depth.value, saved.slot_identity) == ("orthogonal", "all", True)
+
+
+def test_sweep_spans_depth_and_identity_axes(tmp_path: Path) -> None:
+    from regtune.experiments.sweep import SweepConfig
+
+    sweep = SweepConfig(
+        output_dir=str(tmp_path),
+        train_file="train.json",
+        dev_files=["dev.json"],
+        grid={
+            "register_depth": ["input", "all"],
+            "register_identity": ["none", "learned"],
+            "num_registers": [0, 8],
+            "seed": [1],
+        },
+    )
+    ids = [spec.run_id for spec in sweep.runs()]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert "depthall-identlearned-tau8-seed1" in ids
+    with pytest.raises(ConfigError, match="register_identity must be one of"):
+        make = SweepConfig(
+            output_dir=str(tmp_path / "bad"),
+            train_file="train.json",
+            dev_files=["dev.json"],
+            grid={"register_identity": ["none", "maybe"], "num_registers": [8], "seed": [1]},
+        )
+        [spec.config for spec in make.runs()]
