@@ -217,3 +217,55 @@ def test_sweep_spans_depth_and_identity_axes(tmp_path: Path) -> None:
             grid={"register_identity": ["none", "maybe"], "num_registers": [8], "seed": [1]},
         )
         [spec.config for spec in make.runs()]
+
+
+def test_register_similarity_is_one_for_copies_and_zero_for_orthogonal_registers() -> None:
+    from regtune.core.registers import register_similarity
+
+    text = torch.randn(2, 5, 8)
+    copies = torch.ones(2, 3, 8) * torch.tensor([1.0, 2.0])[:, None, None]  # one direction per row
+    orthogonal = torch.eye(8)[:3].expand(2, -1, -1) * 4.0
+    torch.testing.assert_close(register_similarity(torch.cat([copies, text], 1), 3), torch.ones(2))
+    torch.testing.assert_close(register_similarity(torch.cat([orthogonal, text], 1), 3), torch.zeros(2))
+    # after_cls: the registers sit after [CLS]; the text rows never count.
+    mixed = torch.cat([text[:, :1], orthogonal, text[:, 1:]], 1)
+    config = RegisterConfig(num_registers=3, placement="after_cls")
+    torch.testing.assert_close(register_similarity(mixed, config), torch.zeros(2))
+    with pytest.raises(ValueError, match="at least 2 registers"):
+        register_similarity(text, 1)
+
+
+def test_metrics_record_the_register_similarity_of_the_trained_model(make_config, tmp_path: Path) -> None:
+    import json
+
+    from regtune.core.registers import register_similarity
+    from regtune.tasks import get_task
+    from regtune.tasks.qa.data import read_squad
+    from regtune.training.diagnostics import SIMILARITY_EXAMPLES, measure_register_similarity
+    from regtune.training.trainer import train_model
+
+    config = make_config(tmp_path / "run", max_steps=2)
+    metrics = train_model(config, progress=False)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["register_similarity"] == metrics["register_similarity"]
+    assert -1 <= saved["register_similarity"] <= 1
+    # Recomputed independently: one window at a time, no padding.
+    model = load_model(tmp_path / "run" / "model").eval()
+    from regtune.core.hub import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tmp_path / "run" / "model"))
+    dev = read_squad(config.dev_file)
+    items = get_task("qa").explain_inputs(dev.examples[:SIMILARITY_EXAMPLES], tokenizer, model)
+    assert saved["register_similarity_examples"] == len(items)
+    values = []
+    with torch.no_grad():
+        for item in items:
+            ids, types = torch.tensor([item.input_ids]), torch.tensor([item.token_type_ids])
+            hidden = model.base_model(input_ids=ids, token_type_ids=types, output_hidden_states=True)
+            hidden = hidden.hidden_states[-1]
+            values.append(register_similarity(hidden, model))
+    assert saved["register_similarity"] == pytest.approx(torch.cat(values).mean().item(), abs=1e-3)
+    assert (
+        measure_register_similarity(add_registers(tiny_model("bert"), 1), get_task("qa"), tokenizer, dev)
+        == {}
+    )

@@ -327,6 +327,21 @@ def split_registers(
     return regs, text
 
 
+def register_similarity(hidden: torch.Tensor, registers: int | RegisterConfig | nn.Module) -> torch.Tensor:
+    """Mean off-diagonal cosine similarity of the registers in each sequence: (B, R+N, H) -> (B,).
+
+    The register diversity figure of a run (issue #14): 1 when the registers are copies of one vector
+    (what registers added at fine-tuning became on MiniLM), about 0 when they point apart. Needs R >= 2.
+    """
+    regs, _ = split_registers(hidden, registers)  # (B, R, H)
+    r = regs.shape[1]
+    if r < 2:
+        raise ValueError(f"register similarity needs at least 2 registers, got {r}")
+    unit = nn.functional.normalize(regs.float(), dim=-1)
+    cosine = unit @ unit.transpose(1, 2)  # (B, R, R)
+    return (cosine.sum(dim=(1, 2)) - cosine.diagonal(dim1=1, dim2=2).sum(dim=-1)) / (r * (r - 1))
+
+
 #: Encoder families the four encoder hooks handle: absolute learned positions, a 2-D mask argument, and
 #: an ``embeddings`` module whose output feeds the first layer. Relative or rotary encoders (DeBERTa-v2,
 #: ModernBERT) are not among them: their positions are computed inside the layers.

@@ -357,7 +357,7 @@ def run_one(spec: RunSpec, scored: Mapping[str, str], *, progress: bool = False)
             "dev_file": path,
             "dev_name": name,
             f"skipped_dev_{task.unit}s": len(data.skipped),
-            **{k: metrics[k] for k in ("train_steps", "train_seconds", "precision") if k in metrics},
+            **{k: metrics[k] for k in RUN_METRICS if k in metrics},
         }
         write_evaluation(out, task, evaluation, extra)
 
@@ -382,9 +382,18 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
 
 # --- results --------------------------------------------------------------------------------------------
 
+#: What every dev file's metrics.json copies from the run's own (training) metrics.
+RUN_METRICS = ("train_steps", "train_seconds", "precision", "register_similarity")
 #: results.csv columns before the grid axes.
 RESULT_HEAD = ("run_id", "dev", "language")
-RESULT_TRAILER = ("train_steps", "train_seconds", "eval_seconds", "precision", "dev_file")
+RESULT_TRAILER = (
+    "register_similarity",  # the run's register diversity figure, measured on its first dev file
+    "train_steps",
+    "train_seconds",
+    "eval_seconds",
+    "precision",
+    "dev_file",
+)
 
 
 def collect_results(sweep: SweepConfig) -> list[dict[str, Any]]:
