@@ -5,7 +5,8 @@ A model with registers (τ > 0) saves ``model_type: "regtune_<family>"`` (``regt
 the stock format. This is the standard custom-model pattern of ``transformers``, with no remote code:
 
 * **with ``import regtune``** the ``regtune_*`` types are registered with ``AutoConfig`` and the ``Auto*``
-  model classes (base model, question answering, sequence classification, causal LM for the decoders).
+  model classes (base model, question answering, sequence classification, masked LM for the encoders,
+  causal LM for the decoders).
   ``AutoModelForQuestionAnswering.from_pretrained(run/model)`` then builds the stock class with the
   registers attached and loaded: the same model as :func:`regtune.load_model`;
 * **without it**, ``transformers`` refuses the folder loudly ("model type `regtune_bert` ... not
@@ -25,6 +26,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     PretrainedConfig,
@@ -37,6 +39,7 @@ _ENCODER_HEADS = (
     (AutoModel, modeling_auto.MODEL_MAPPING_NAMES),
     (AutoModelForQuestionAnswering, modeling_auto.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES),
     (AutoModelForSequenceClassification, modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
+    (AutoModelForMaskedLM, modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES),  # regtune pretrain's models
 )
 _CAUSAL_HEADS = (
     (AutoModel, modeling_auto.MODEL_MAPPING_NAMES),
@@ -80,7 +83,11 @@ def _model_class(stock: type, config_class: type[PretrainedConfig]) -> type:
             settings = RegisterConfig.from_dict(getattr(config, CONFIG_KEY, None) or {})
             _attach(self, settings, initialize=False)
 
-    return type(f"Regtune{stock.__name__}", (stock,), {"config_class": config_class, "__init__": __init__})
+    # Named as the stock class: save_pretrained writes the class name into config.architectures, which
+    # must stay one that transformers and load_model know (a model loaded here, fine-tuned and saved again).
+    model_class = type(stock.__name__, (stock,), {"config_class": config_class, "__init__": __init__})
+    model_class.__qualname__ = f"Regtune{stock.__name__}"  # what repr() shows
+    return model_class
 
 
 def register_auto_classes(encoders: tuple[str, ...], decoders: tuple[str, ...]) -> None:
