@@ -47,7 +47,13 @@ from regtune.core.errors import RegtuneError, RegtuneWarning
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, atomic_write_text
 from regtune.core.precision import resolve_attn_implementation, resolve_precision
-from regtune.core.registers import CONFIG_KEY, add_registers, register_parameters
+from regtune.core.registers import (
+    CONFIG_KEY,
+    MODULE_NAME,
+    add_registers,
+    get_register_module,
+    register_parameters,
+)
 from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
 from regtune.training.config import TrainConfig, environment_versions, saved_run_config
 from regtune.training.model_card import build_card, write_model_card
@@ -168,11 +174,7 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
         raise RegtuneError(
             f"model '{config.model}': cannot load its config ({err.__class__.__name__})"
         ) from err
-    if getattr(hf_config, CONFIG_KEY, None):
-        raise RegtuneError(
-            f"model '{config.model}' already has registers; train from its base model, or use "
-            "regtune.load_model to continue from it in Python"
-        )
+    saved_registers = _saved_register_count(hf_config, config)
     if config.attention_dropout is not None:
         # BERT, RoBERTa, XLM-R and ELECTRA call it attention_probs_dropout_prob; DistilBERT attention_dropout.
         names = [n for n in ("attention_probs_dropout_prob", "attention_dropout") if hasattr(hf_config, n)]
@@ -185,19 +187,52 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
         task.configure_model(hf_config, train)
     setattr(hf_config, TASK_KEY, task.name)
     try:
-        model = task.auto_model.from_pretrained(
-            path, config=hf_config, attn_implementation=training_attn_implementation(config)
+        model, loading = task.auto_model.from_pretrained(
+            path,
+            config=hf_config,
+            attn_implementation=training_attn_implementation(config),
+            output_loading_info=True,
         )
     except RuntimeError as err:  # e.g. a fine-tuned head whose size does not match the new labels
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise RegtuneError(f"model '{config.model}': cannot load it for {task.name} ({first[:200]})") from err
-    registers = config.registers()
-    add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
+    if saved_registers:
+        _check_loaded_registers(model, loading, config.model, saved_registers)
+    else:
+        registers = config.registers()
+        add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
     if config.freeze_embeddings:
         # After add_registers: the registers live in their own module and keep training. The optimizer
         # skips frozen tensors (optimizer_param_groups), so a frozen matrix costs no AdamW state or update.
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
+
+
+def _saved_register_count(hf_config: Any, config: TrainConfig) -> int:
+    """How many registers the folder of ``config.model`` was saved with (0: a stock model, or τ=0).
+
+    Such a folder (e.g. ``regtune pretrain``'s model) trains with those registers, loaded from its weights
+    and never re-initialised, with their saved placement and init; ``--registers`` must name their count.
+    """
+    saved = int((getattr(hf_config, CONFIG_KEY, None) or {}).get("num_registers", 0))
+    if saved and config.num_registers != saved:
+        raise RegtuneError(
+            f"model '{config.model}' has {saved} trained registers; train it with --registers {saved}, "
+            f"not {config.num_registers}"
+        )
+    return saved
+
+
+def _check_loaded_registers(model: PreTrainedModel, loading: dict[str, Any], name: str, count: int) -> None:
+    """The task's Auto class built the folder's ``regtune_<family>`` class, which attached ``count``
+    registers (uninitialised); make sure their tensor came from the file."""
+    module = get_register_module(model)
+    missing = [k for k in loading.get("missing_keys", ()) if k.endswith(f"{MODULE_NAME}.tokens")]
+    if module is None or module.num_registers != count or missing:
+        raise RegtuneError(
+            f"model '{name}': its {count} registers did not load (a folder saved by an older regtune? "
+            "load it with regtune.load_model and save it again)"
+        )
 
 
 def training_device_type() -> str:
@@ -229,7 +264,14 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict[str,
     config_file = run_dir / "config.json"
     if not config_file.exists():
         return None
-    saved, current = saved_run_config(config_file), config.to_dict()
+    return check_saved_run(run_dir, saved_run_config(config_file), config.to_dict(), resume)
+
+
+def check_saved_run(
+    run_dir: Path, saved: dict[str, Any], current: dict[str, Any], resume: bool
+) -> dict[str, Any] | None:
+    """:func:`check_run_dir` for any run whose folder holds its config (``saved``, from ``config.json``):
+    refuse another config or a run without ``resume``; the saved metrics if the run finished."""
     for key in LOGGING_ONLY:  # where logs go changes no result: a resumed run may report elsewhere
         saved.pop(key, None)
         current.pop(key, None)
