@@ -62,6 +62,7 @@ def test_every_option_has_help() -> None:
     assert set(parsers) == {
         "regtune",
         "train",
+        "pretrain",
         "evaluate",
         "predict",
         "sweep",

@@ -1,5 +1,5 @@
-"""``regtune`` command line: a thin dispatcher over one module per command (train, evaluate, predict,
-sweep, report, explain, analyze), each a thin layer over the library.
+"""``regtune`` command line: a thin dispatcher over one module per command (train, pretrain, evaluate,
+predict, sweep, report, explain, analyze, push), each a thin layer over the library.
 
 User mistakes (bad files, bad options) print one line ``regtune: error: ...`` and exit with status 2;
 nothing the user did wrong shows a traceback.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from regtune import __version__
-from regtune.cli import analyze, evaluate, explain, predict, push, report, sweep, train
+from regtune.cli import analyze, evaluate, explain, predict, pretrain, push, report, sweep, train
 from regtune.core.errors import RegtuneError
 
 EXIT_USER_ERROR = 2
@@ -35,6 +35,7 @@ dequantised once) is the bundled multilingual encoder.
 #: Command name -> its module (``add_parser(sub)`` and ``run(args)``), in the order ``--help`` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "train": train,
+    "pretrain": pretrain,
     "evaluate": evaluate,
     "predict": predict,
     "sweep": sweep,

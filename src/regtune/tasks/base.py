@@ -139,6 +139,12 @@ class Task(ABC):
         """Read a file of inputs to predict (``regtune predict --file``): references, if any, are ignored."""
         raise RegtuneError(f"task {self.name} cannot predict a file")
 
+    def read_texts(self, source: str, *, text_columns: Sequence[str] = ()) -> list[str]:
+        """The unlabelled passages of ``source`` for language-model pretraining (``regtune pretrain``), each
+        once, in file order: QA's unique contexts, classification's texts (``text_columns``, or the
+        task's default). Reader errors are the task's own one-line errors."""
+        raise RegtuneError(f"task {self.name} has no unlabelled texts to pretrain on")
+
     @abstractmethod
     def predict(
         self,

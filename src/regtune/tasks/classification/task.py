@@ -144,6 +144,12 @@ class ClassificationTask(Task):
     def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
         return self.read_for_model(source, model, overrides={"label_column": None})
 
+    def read_texts(self, source: str, *, text_columns: Sequence[str] = ()) -> list[str]:
+        columns = tuple(text_columns) or tuple(ClassificationOptions().text_columns)
+        data = read_classification(source, text_columns=columns, label_column=None)
+        # A pair's two texts are two passages; repeated sentences (SST-2 has many) count once.
+        return list(dict.fromkeys(text for example in data.examples for text in example.texts))
+
     def _settings(
         self, model: PreTrainedModel, overrides: Mapping[str, Any] | None
     ) -> ClassificationSettings:

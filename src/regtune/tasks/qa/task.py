@@ -117,6 +117,11 @@ class SquadFiles:
     def read_for_prediction(self, source: str, model: PreTrainedModel) -> TaskData:
         return TaskData(path=source, examples=read_questions(source))
 
+    def read_texts(self, source: str, *, text_columns: Sequence[str] = ()) -> list[str]:
+        # Questions share their paragraph's context: each context once (a question left out by the
+        # reader's checks takes nothing away unless it was its paragraph's only one).
+        return list(dict.fromkeys(example.context for example in load_examples(source).examples))
+
     def example_from_inputs(self, inputs: Mapping[str, str], model: PreTrainedModel) -> QAExample:
         question, context = inputs.get("question") or "", inputs.get("context") or ""
         if not question.strip() or not context.strip():
