@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, TrainerCallback
 
 from regtune.core.errors import ConfigError
 from regtune.core.registers import (
@@ -269,3 +269,77 @@ def test_metrics_record_the_register_similarity_of_the_trained_model(make_config
         measure_register_similarity(add_registers(tiny_model("bert"), 1), get_task("qa"), tokenizer, dev)
         == {}
     )
+
+
+# --- register tuning: --train-only registers+head ------------------------------------------------------
+
+
+def test_register_tuning_trains_registers_and_head_and_leaves_every_encoder_weight_bit_identical(
+    make_config, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from regtune.core.adapter import ADAPTER_FILE, ADAPTER_WEIGHTS
+    from regtune.training.trainer import build_model, train_model
+
+    config = make_config(tmp_path / "run", train_only="registers+head")
+    before = build_model(config)
+    trainable = sorted(n for n, p in before.named_parameters() if p.requires_grad)
+    assert trainable == ["bert.registers.tokens", "qa_outputs.bias", "qa_outputs.weight"]
+    start = {k: v.clone() for k, v in before.state_dict().items()}
+    trained: dict[str, torch.Tensor] = {}
+
+    class Capture(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):  # the model as trained
+            trained.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    metrics = train_model(config, progress=False, callbacks=[Capture()])
+    for name, value in start.items():
+        if name.startswith("bert.") and not name.startswith("bert.registers"):
+            assert torch.equal(trained[name], value), name  # the encoder did not move by one bit
+
+    folder = tmp_path / "run" / "model"
+    assert (folder / ADAPTER_FILE).is_file() and not (folder / "model.safetensors").exists()
+    saved = load_file(folder / ADAPTER_WEIGHTS)
+    assert sorted(saved) == trainable  # only the trained tensors: registers and head
+    after = load_model(folder).state_dict()
+    assert all(torch.equal(after[name], value) for name, value in trained.items())  # loads as trained
+    assert not torch.equal(after["bert.registers.tokens"], start["bert.registers.tokens"])
+    assert not torch.equal(after["qa_outputs.weight"], start["qa_outputs.weight"])
+    # The loaded adapter is the trained model: scoring it again gives the run's own numbers.
+    from regtune.core.hub import load_tokenizer
+    from regtune.tasks import get_task
+    from regtune.tasks.qa.data import read_squad
+
+    model = load_model(folder).eval()
+    task = get_task("qa")
+    again = task.evaluate(model, load_tokenizer(str(folder)), read_squad(config.dev_file), progress=False)
+    assert (again.metrics["f1"], again.metrics["exact_match"]) == (metrics["f1"], metrics["exact_match"])
+
+
+def test_register_tuning_at_tau0_trains_the_head_alone(make_config, tmp_path: Path) -> None:
+    from regtune.training.trainer import build_model
+
+    model = build_model(make_config(tmp_path / "run", num_registers=0, train_only="registers+head"))
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == [
+        "qa_outputs.bias",
+        "qa_outputs.weight",
+    ]
+
+
+def test_an_adapter_whose_base_is_gone_is_refused_in_one_line(make_config, tmp_path: Path) -> None:
+    import json
+
+    from regtune.core.adapter import ADAPTER_FILE
+    from regtune.core.errors import RegtuneError
+    from regtune.training.trainer import train_model
+
+    train_model(make_config(tmp_path / "run", train_only="registers+head", max_steps=1), progress=False)
+    meta_file = tmp_path / "run" / "model" / ADAPTER_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["base_model"] = str(tmp_path / "no-such-base")
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(RegtuneError, match="no-such-base"):
+        load_model(tmp_path / "run" / "model")
+    with pytest.raises(ConfigError, match=r"train_only must be one of \['all', 'registers\+head'\]"):
+        make_config(tmp_path / "bad", train_only="registers")

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import MISSING, fields
 from typing import Any
 
+from regtune.core.adapter import TRAIN_ONLY
 from regtune.core.errors import RegtuneError
 from regtune.core.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
 from regtune.core.registers import RegisterDepth, RegisterInit
@@ -18,6 +19,7 @@ CHOICES = {
     "--register-init": [i.value for i in RegisterInit],
     "--register-depth": [d.value for d in RegisterDepth],
     "--register-identity": list(IDENTITIES),
+    "--train-only": list(TRAIN_ONLY),
     "--attn-implementation": list(ATTN_IMPLEMENTATIONS),
     "--precision": list(PRECISIONS),
 }

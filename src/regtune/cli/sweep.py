@@ -22,8 +22,8 @@ from regtune.training.config import GRID_FLAGS, TRAIN_FLAGS, preset_names
 
 _EPILOG = """\
 Grid axes take comma-separated values: --registers and --seeds always, and --model, --lr,
---register-lr, --placement, --register-init, --register-depth and --register-identity when given
-several values. Every other regtune train
+--register-lr, --placement, --register-init, --register-depth, --register-identity and --train-only
+when given several values. Every other regtune train
 option is fixed for all runs. Each run is a regtune train folder under DIR/runs/<run id>/, scored on
 every --dev file (DIR/runs/<id>/evals/<name>/); DIR/results.csv has one row per run and dev file.
 Run the same command again to resume: finished runs are skipped, interrupted ones continue from

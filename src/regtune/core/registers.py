@@ -703,6 +703,10 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
     import transformers
 
     path = resolve_model_name(str(path))
+    from regtune.core.adapter import is_adapter, load_adapter  # adapter.py builds on this module
+
+    if is_adapter(path):  # a --train-only run's model: the base model plus the trained tensors
+        return load_adapter(path, **from_pretrained_kwargs)
     hub = {k: from_pretrained_kwargs[k] for k in HUB_FILE_OPTIONS if k in from_pretrained_kwargs}
     from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
     try:

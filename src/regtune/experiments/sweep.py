@@ -53,6 +53,7 @@ GRID_AXES: dict[str, str] = {
     "register_init": "init",
     "register_depth": "depth",
     "register_identity": "ident",
+    "train_only": "train",
     "num_registers": "tau",
     "seed": "seed",
 }

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from regtune.core.adapter import check_train_only
 from regtune.core.errors import ConfigError, check_known_fields
 from regtune.core.precision import check_attn_implementation, check_precision
 from regtune.core.registers import RegisterConfig
@@ -74,6 +75,13 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
     )
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every sequence to --max-length."})
     group_by_length: bool = field(default=True, metadata={"help": "Batch sequences of similar length."})
+    train_only: str = field(
+        default="all",
+        metadata={
+            "help": "'all', or 'registers+head': freeze the encoder, train only the registers and the "
+            "task head (register tuning; the model folder then holds only those tensors, as a PEFT adapter)."
+        },
+    )
     freeze_embeddings: bool = field(
         default=False,
         metadata={
@@ -128,6 +136,7 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         check_precision(self.precision)
+        check_train_only(self.train_only)
         check_attn_implementation(self.attn_implementation)
         task.check_config(self)
         # Validates count, placement and init with the register module's own rules.
@@ -167,6 +176,7 @@ def saved_run_config(run_config_file: Path) -> dict[str, Any]:
     saved.setdefault("task", "qa")
     saved.setdefault("report_to", "tensorboard")  # what every run did before the option existed
     saved.setdefault("freeze_embeddings", False)
+    saved.setdefault("train_only", "all")
     saved.setdefault("register_depth", "input")
     saved.setdefault("register_identity", "none")
     return saved
@@ -199,6 +209,7 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "--register-lr": ("register_lr", float),
     "--register-depth": ("register_depth", str),
     "--register-identity": ("register_identity", str),
+    "--train-only": ("train_only", str),
     "--epochs": ("epochs", float),
     "--max-steps": ("max_steps", int),
     "--batch-size": ("batch_size", int),
@@ -229,6 +240,7 @@ GRID_FLAGS: dict[str, str] = {
     "--register-init": "register_init",
     "--register-depth": "register_depth",
     "--register-identity": "register_identity",
+    "--train-only": "train_only",
 }
 
 

@@ -43,6 +43,7 @@ from transformers.integrations import is_tensorboard_available
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from regtune.core.adapter import base_reference, freeze_all_but_registers_and_head, save_trained_only
 from regtune.core.errors import RegtuneError, RegtuneWarning
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, atomic_write_text
@@ -50,12 +51,13 @@ from regtune.core.precision import resolve_attn_implementation, resolve_precisio
 from regtune.core.registers import (
     CONFIG_KEY,
     MODULE_NAME,
-    add_registers,
+    add_registers_with,
     get_register_module,
     register_parameters,
 )
 from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
 from regtune.training.config import TrainConfig, environment_versions, saved_run_config
+from regtune.training.diagnostics import measure_register_similarity
 from regtune.training.model_card import build_card, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -199,12 +201,13 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
     if saved_registers:
         _check_loaded_registers(model, loading, config.model, saved_registers)
     else:
-        registers = config.registers()
-        add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
+        add_registers_with(model, config.registers())
     if config.freeze_embeddings:
         # After add_registers: the registers live in their own module and keep training. The optimizer
         # skips frozen tensors (optimizer_param_groups), so a frozen matrix costs no AdamW state or update.
         model.get_input_embeddings().weight.requires_grad_(False)
+    if config.train_only != "all":
+        freeze_all_but_registers_and_head(model)
     return model
 
 
@@ -308,11 +311,19 @@ def write_evaluation(
     return metrics
 
 
-def _save_model_atomically(model: PreTrainedModel, tokenizer: Any, target: Path) -> None:
-    """save_pretrained into a temporary folder, then rename: a killed run never leaves half a model."""
+def _save_model_atomically(
+    model: PreTrainedModel, tokenizer: Any, target: Path, config: TrainConfig | None = None
+) -> None:
+    """save_pretrained into a temporary folder, then rename: a killed run never leaves half a model.
+
+    A ``--train-only registers+head`` run saves only its trained tensors (see regtune.core.adapter).
+    """
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    if config is not None and config.train_only != "all":
+        save_trained_only(model, tmp, base_reference(config.model))
+    else:
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -419,7 +430,7 @@ def _save_and_score(
         # 'auto' picked eager for the bf16 backward on CPU; inference has no backward, and SDPA's forward
         # is the faster one there (en dev: 4.4 s against 15 s with eager).
         model.set_attn_implementation("sdpa")
-    _save_model_atomically(model, tokenizer, run_dir / "model")
+    _save_model_atomically(model, tokenizer, run_dir / "model", config)
     run = {
         "task": task.name,
         "dev_file": config.dev_file or None,
@@ -437,6 +448,7 @@ def _save_and_score(
         **evaluation.metrics,
         **run,
         f"skipped_dev_{task.unit}s": len(dev.skipped),
+        **measure_register_similarity(model, task, tokenizer, dev),
     }, evaluation.per_example
 
 
