@@ -351,6 +351,28 @@ def _write_pretrain_config(run_dir: Path, config: PretrainConfig) -> None:
     )
 
 
+def prepare_text(
+    config: PretrainConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[dict[str, list[int]]], list[dict[str, torch.Tensor]], dict[str, int]]:
+    """The training windows, the masked held-out windows (see :func:`mask_heldout`), and their counts."""
+    if tokenizer.mask_token is None:
+        raise RegtuneError(f"model '{config.model}': its tokenizer has no mask token for MLM")
+    passages = read_passages(config.text_files, config.text_columns)
+    train_text, heldout_text = split_heldout(passages, config.heldout_fraction)
+    train = make_windows(train_text, tokenizer, config.max_length)
+    heldout = mask_heldout(
+        make_windows(heldout_text, tokenizer, config.max_length), tokenizer, config.mlm_probability
+    )
+    counts = {
+        "num_heldout_passages": len(heldout_text),
+        "num_heldout_tokens": sum(int(w["attention_mask"].sum()) for w in heldout),
+        "num_train_passages": len(train_text),
+        "num_train_windows": len(train),
+        "num_train_tokens": sum(len(w["input_ids"]) for w in train),
+    }
+    return train, heldout, counts
+
+
 def pretrain_model(
     config: PretrainConfig,
     *,
@@ -376,17 +398,8 @@ def pretrain_model(
         logger.info("%s already finished; returning its metrics", run_dir)
         return finished
 
-    train_text, heldout_text = split_heldout(
-        read_passages(config.text_files, config.text_columns), config.heldout_fraction
-    )
     tokenizer = load_tokenizer(config.model)
-    if tokenizer.mask_token is None:
-        raise RegtuneError(f"model '{config.model}': its tokenizer has no mask token for MLM")
-    train_windows = make_windows(train_text, tokenizer, config.max_length)
-    heldout = mask_heldout(
-        make_windows(heldout_text, tokenizer, config.max_length), tokenizer, config.mlm_probability
-    )
-
+    train_windows, heldout, counts = prepare_text(config, tokenizer)
     set_seed(config.seed)  # before the model: the new head weights and the registers are initialised here
     model, head = build_mlm_model(config)
     # The starting point, for comparison: a resumed run rebuilds the same step-0 model (same seed) before
@@ -422,11 +435,7 @@ def pretrain_model(
     metrics = {
         **heldout_loss(trainer.model, heldout, tokenizer.pad_token_id),
         "heldout_mlm_loss_initial": initial,
-        "num_heldout_passages": len(heldout_text),
-        "num_heldout_tokens": sum(int(w["attention_mask"].sum()) for w in heldout),
-        "num_train_passages": len(train_text),
-        "num_train_windows": len(train_windows),
-        "num_train_tokens": sum(len(w["input_ids"]) for w in train_windows),
+        **counts,
         "num_registers": config.num_registers,
         "seed": config.seed,
         "precision": "bf16" if trainer.args.bf16 else "fp32",
