@@ -216,7 +216,7 @@ def test_explain_page_structure(tmp_path: Path, plot_png: Path) -> None:
     ]
     assert "&lt;b&gt;" in evil
     assert "not in this window" in found[2]
-    assert "Predicted:</b> Hamlet" in found[0].replace("\n", "")
+    assert "Predicted:</b> <bdi>Hamlet</bdi>" in found[0].replace("\n", "")
 
 
 def test_colours_follow_the_row_scale(tmp_path: Path) -> None:

@@ -8,6 +8,13 @@ score is the cell's tooltip. Registers are a strip of cells R0..R{R-1} before [C
 with their share of all absolute attribution as text. Outlined cells are the explained predicted span;
 underlined cells are the gold span.
 
+Every script reads as written: a cell shows its token's own characters of the source text, taken by the
+tokenizer's offsets (:mod:`regtune.explain.words`), and the cells of one word touch. A block whose text
+starts right-to-left (Arabic) gets ``dir=rtl``, and question, answer and predicted texts sit in
+``<bdi>``, so the browser orders them right to left inside the left-to-right page; each cell's colour is
+its own element's background, so it stays on its token in either direction. Glyphs come from the
+system's fonts (``.ci/run`` installs Noto and Nanum for Arabic, Bengali, Telugu and Korean).
+
 Pages are one self-contained file: inline CSS, no script, no fonts, and PNG plots embedded as base64
 data URIs, so a page can be mailed or moved alone and never shows a broken image. Colours come from
 CSS classes of 8 bins per sign rather than inline styles, which keeps a 200-question × 3-method page to
@@ -18,6 +25,7 @@ The raw scores belong in JSON beside the page (:meth:`Attribution.to_dict`); thi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,8 +35,9 @@ import numpy as np
 
 from regtune.core.errors import ConfigError
 from regtune.core.io import atomic_write_text
+from regtune.explain.words import Cell, Piece, group_cells, offset_pieces, shared_characters
 from regtune.reporting.html import escape as _e
-from regtune.reporting.html import page_head, png_figure, records_table
+from regtune.reporting.html import page_head, png_figure, records_table, text_direction
 
 if TYPE_CHECKING:  # only attributes are read: importing this module needs neither torch nor transformers
     from regtune.explain.methods import Attribution
@@ -64,6 +73,10 @@ _CSS = (
     ".hm.ctx{grid-template-columns:10em 1fr}.lab{font-size:.82em;color:#333;overflow-wrap:anywhere}"
     ".tok{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.84em;line-height:1.9}"
     "i{font-style:normal;padding:0 1px;border-radius:2px}.s{color:#555;font-size:.75em}"
+    # No padding between token cells: a browser shapes a word across its cells (Arabic joining, Indic
+    # conjuncts) only where no padding, border or margin sits between them. An empty cell (a whitespace
+    # token) keeps a sliver to hover; a special token is its own left-to-right island in an RTL block.
+    ".tok i{padding:0}.tok i:empty{padding:0 2px}.tok .s{unicode-bidi:isolate;direction:ltr}"
     ".P{outline:2px solid #111;outline-offset:-1px}.G{border-bottom:3px solid #1a7f37}"
     ".rs{white-space:nowrap;border-right:2px solid #bbb;padding-right:.4em;font-size:.78em}"
     ".rs i{display:inline-block;min-width:1.9em;text-align:center;border:1px solid #ccc;margin-right:1px}"
@@ -81,7 +94,8 @@ def _cell(text: str, classes: Sequence[str], title: str = "") -> str:
     """One token cell, in as few bytes as stay valid HTML (there are ~10⁵ of them on a big page)."""
     cls = " ".join(c for c in classes if c)
     attrs = "" if not cls else f" class={cls}" if " " not in cls else f' class="{cls}"'
-    attrs += f" title={title}" if title else ""
+    if title:
+        attrs += f" title={title}" if title.isascii() and " " not in title else f' title="{_e(title)}"'
     return f"<i{attrs}>{_e(text)}</i>"
 
 
@@ -96,63 +110,97 @@ def _bins(values: np.ndarray) -> list[str]:
     return out
 
 
-def _pieces(inp: ExplainInput) -> list[tuple[str, bool]]:
+def _pieces(inp: ExplainInput) -> list[Piece]:
     """(shown text, starts a new word) per token, so subword pieces of one word sit together.
 
-    Context tokens show the context's own characters (exact for every tokenizer, byte-level BPE
-    included); a piece joins the previous one when no character lies between them. Question tokens (and a
-    classifier's ``text`` tokens) have no offsets, so their markers decide: ``##`` continues a word,
-    ``Ġ``/``▁`` starts one, and an unmarked token continues one only in windows whose tokenizer marks
-    word starts.
+    Inputs with character spans for their tokens (every task's) show each token's own characters
+    (:func:`regtune.explain.words.offset_pieces`). Inputs built without them (by hand) fall back to:
+    context tokens show the context's own characters, joined when no character lies between them; other
+    tokens' markers decide: ``##`` continues a word, ``Ġ``/``▁`` starts one, and an unmarked token
+    continues one only in windows whose tokenizer marks word starts.
     """
+    if inp.source_spans:
+        return offset_pieces(inp.tokens, inp.source_spans, inp.sources)
     context = getattr(inp.example, "context", "")
     marks_starts = any(t.startswith(_WORD_STARTS) for t in inp.tokens)
-    out: list[tuple[str, bool]] = []
+    out: list[Piece] = []
     previous_end: int | None = None
     previous_kind = "cls"
     for token, kind, offset in zip(inp.tokens, inp.kinds, inp.offsets, strict=True):
         if kind == "context" and offset is not None:
-            out.append((context[offset[0] : offset[1]] or token, offset[0] != previous_end))
+            out.append(Piece(context[offset[0] : offset[1]] or token, offset[0] != previous_end))
             previous_end = offset[1]
         elif kind not in _WORDS or previous_kind != kind:  # specials, and a block's first token
             marked = kind in _WORDS and token[:1] in _WORD_STARTS
-            out.append(((token[1:] or token) if marked else token, True))
+            out.append(Piece((token[1:] or token) if marked else token, True))
         elif token.startswith("##") and len(token) > 2:
-            out.append((token[2:], False))
+            out.append(Piece(token[2:], False))
         elif token.startswith(_WORD_STARTS) and len(token) > 1:
-            out.append((token[1:], True))
+            out.append(Piece(token[1:], True))
         else:
-            out.append((token, not marks_starts))
+            out.append(Piece(token, not marks_starts))
         if kind != "context":
             previous_end = None
         previous_kind = kind
     return out
 
 
-def _span_text(inp: ExplainInput, span: tuple[int, int], pieces: Sequence[tuple[str, bool]]) -> str:
+def _span_text(inp: ExplainInput, span: tuple[int, int], pieces: Sequence[Piece]) -> str:
     start, end = inp.offsets[span[0]], inp.offsets[span[1]]
     if start is not None and end is not None:
         return inp.example.context[start[0] : end[1]]
     return "".join((" " if new else "") + text for text, new in pieces[span[0] : span[1] + 1]).strip()
 
 
-def _tokens(
-    inp: ExplainInput, pieces: Sequence[tuple[str, bool]], attr: Attribution, positions: range
-) -> str:
-    """Heat-map cells of ``positions``, coloured on the scale of the whole row."""
-    colours = _bins(np.asarray(attr.text, dtype=np.float64))
-    gold = inp.gold_span or (-1, -2)
+def _blocks(inp: ExplainInput, bounds: Sequence[int]) -> list[list[Cell]]:
+    """The heat-map cells of each block ``bounds[k]:bounds[k+1]`` of the input's tokens."""
+    pieces = _pieces(inp)
+    shares = shared_characters(inp.source_spans) if inp.source_spans else [False] * len(inp)
+    return [group_cells(pieces, shares, range(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _direction(inp: ExplainInput, cells: Sequence[Cell]) -> str:
+    """`` dir=rtl`` for a block whose text (special tokens aside) starts right-to-left, else nothing.
+
+    Decided here rather than by ``dir=auto``: the block starts with [CLS], whose Latin letters would
+    make the browser lay an Arabic question out left to right.
+    """
+    text = " ".join(c.text for c in cells if inp.kinds[c.tokens.start] not in ("cls", "sep"))
+    return " dir=rtl" if text_direction(text) == "rtl" else ""
+
+
+def _overlap(a: range, b: range) -> bool:
+    return a.start < b.stop and b.start < a.stop
+
+
+def _rows(inp: ExplainInput, blocks: Sequence[Sequence[Cell]], attr: Attribution) -> list[str]:
+    """One ``tok`` block of heat-map cells per block, coloured on one scale over the whole row.
+
+    A cell of several tokens (see :func:`regtune.explain.words.group_cells`) is coloured by their summed
+    score and is outlined or underlined if any of its tokens is; its tooltip lists each token's score.
+    """
+    text = np.asarray(attr.text, dtype=np.float64)
+    scores = [[float(text[c.tokens].sum()) for c in cells] for cells in blocks]
+    colours = iter(_bins(np.asarray([v for row in scores for v in row], dtype=np.float64)))
+    gold = range(inp.gold_span[0], inp.gold_span[1] + 1) if inp.gold_span else range(0)
+    span = range(attr.span[0], attr.span[1] + 1)
     out = []
-    for i in positions:
-        classes = (
-            colours[i],
-            "s" if inp.kinds[i] in ("cls", "sep") else "",
-            "P" if attr.span[0] <= i <= attr.span[1] else "",
-            "G" if gold[0] <= i <= gold[1] else "",
-        )
-        # Whitespace between cells only where a word starts: pieces of one word never wrap apart.
-        out.append((" " if pieces[i][1] and out else "") + _cell(pieces[i][0], classes, _score(attr.text[i])))
-    return "".join(out)
+    for cells, values in zip(blocks, scores, strict=True):
+        html = []
+        for cell, value in zip(cells, values, strict=True):
+            classes = (
+                next(colours),
+                "s" if inp.kinds[cell.tokens.start] in ("cls", "sep") else "",
+                "P" if _overlap(cell.tokens, span) else "",
+                "G" if _overlap(cell.tokens, gold) else "",
+            )
+            title = _score(value)
+            if len(cell.tokens) > 1:
+                title += " = " + " ".join(f"{_score(text[i])} {inp.tokens[i]}" for i in cell.tokens)
+            # Whitespace between cells only where a word starts: pieces of one word never wrap apart.
+            html.append((" " if cell.starts_word and html else "") + _cell(cell.text, classes, title))
+        out.append(f"<div class=tok{_direction(inp, cells)}>{''.join(html)}</div>")
+    return out
 
 
 def _register_strip(attr: Attribution) -> str:
@@ -190,21 +238,24 @@ def _section(
         return _sentence_section(index, inp, rows, label_names)
     pieces = _pieces(inp)
     first_context = next((i for i, k in enumerate(inp.kinds) if k == "context"), len(inp))
-    answers = " | ".join(a.text for a in inp.example.answers) or "(none)"
+    blocks = _blocks(inp, (0, first_context, len(inp)))
+    # <bdi>: each text takes its own direction (an Arabic answer), isolated from the labels around it.
+    answers = " | ".join(f"<bdi>{_e(a.text)}</bdi>" for a in inp.example.answers) or "(none)"
     gold = f"tokens {inp.gold_span[0]}–{inp.gold_span[1]}" if inp.gold_span else "not in this window"
-    meta = [f"<b>Question:</b> {_e(inp.example.question)}", f"<b>Gold:</b> {_e(answers)} ({gold})"]
+    meta = [f"<b>Question:</b> <bdi>{_e(inp.example.question)}</bdi>", f"<b>Gold:</b> {answers} ({gold})"]
     for model in dict.fromkeys(model for _, model, _ in rows):
         # Every method of a model explains its one predicted span, unless a caller chose other spans.
         spans = dict.fromkeys(tuple(attr.span) for _, m, attr in rows if m == model)
-        texts = " | ".join(f"{_e(_span_text(inp, s, pieces))} (tokens {s[0]}–{s[1]})" for s in spans)
+        texts = " | ".join(
+            f"<bdi>{_e(_span_text(inp, s, pieces))}</bdi> (tokens {s[0]}–{s[1]})" for s in spans
+        )
         meta.append(f"<b>Predicted{f' ({_e(model)})' if model else ''}:</b> {texts}")
     question, context = [], []
     for method, model, attr in rows:
         label = _label(f"{method} · {model}" if model else method, attr)
-        cells = _tokens(inp, pieces, attr, range(first_context))
-        question.append(f"{label}<div>{_register_strip(attr)}</div><div class=tok>{cells}</div>")
-        cells = _tokens(inp, pieces, attr, range(first_context, len(inp)))
-        context.append(f"{label}<div class=tok>{cells}</div>")
+        asked, passage = _rows(inp, blocks, attr)
+        question.append(f"{label}<div>{_register_strip(attr)}</div>{asked}")
+        context.append(label + passage)
     return (
         f"<section class=qa id=q{index}><h3>{_e(inp.question_id)}</h3>"
         f"<div class=meta>{'<br>'.join(meta)}</div>"
@@ -226,7 +277,7 @@ def _sentence_section(
             return "(none)"
         return str(label_names[label]) if label_names and 0 <= label < len(label_names) else f"class {label}"
 
-    pieces = _pieces(inp)
+    blocks = _blocks(inp, (0, len(inp)))
     meta = [f"<b>Gold:</b> {_e(name(inp.gold_label))}"]
     for model in dict.fromkeys(model for _, model, _ in rows):
         labels = dict.fromkeys(attr.label for _, m, attr in rows if m == model)
@@ -234,16 +285,16 @@ def _sentence_section(
             _e(name(label)) + (" ✓" if label == inp.gold_label else " ✗") for label in labels
         )
         meta.append(f"<b>Predicted{f' ({_e(model)})' if model else ''}:</b> {verdict}")
-    blocks = []
+    rows_html = []
     for method, model, attr in rows:
         label = _label(f"{method} · {model}" if model else method, attr)
-        cells = _tokens(inp, pieces, attr, range(len(inp)))
-        blocks.append(f"{label}<div>{_register_strip(attr)}</div><div class=tok>{cells}</div>")
+        [cells] = _rows(inp, blocks, attr)
+        rows_html.append(f"{label}<div>{_register_strip(attr)}</div>{cells}")
     return (
         f"<section class=qa id=q{index}><h3>{_e(inp.question_id)}</h3>"
         f"<div class=meta>{'<br>'.join(meta)}</div>"
         f"<div class=blk>sentence ([CLS], whose state the head reads, outlined)</div>"
-        f"<div class=hm>{''.join(blocks)}</div></section>"
+        f"<div class=hm>{''.join(rows_html)}</div></section>"
     )
 
 
@@ -302,7 +353,9 @@ def _legend(compare: bool, sentences: bool = False) -> str:
         f"<div class=aid><b>How to read this page.</b> {layout}. Colour: <span class=tok>−max {scale} +max"
         "</span>, red for positive and blue for negative attribution, intensity |a|/max|a| over the row's "
         f"text tokens ({covered}), so rows compare by pattern, not by size. Hover a cell for its exact "
-        f"score, a row label for the explained target and output. {marks} The strip "
+        f"score, a row label for the explained target and output. {marks} Cells show the text as written "
+        "(the tokenizer's offsets): tokens that share a letter (the byte pieces of one letter, a vowel sign "
+        "cut from its consonant) share one cell, coloured by their summed score. The strip "
         "<span class=rs><i title=register>R0</i></span> before [CLS] holds the registers on their own "
         "scale (|r|/max|r| over registers), followed by their share of all absolute attribution; a model "
         "without registers has no strip.</div>"

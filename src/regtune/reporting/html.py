@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
@@ -44,6 +45,26 @@ def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def text_direction(text: str) -> Literal["ltr", "rtl"]:
+    """The direction of ``text`` by its first strong character, the rule of HTML's ``dir=auto``.
+
+    ``rtl`` for Arabic, Hebrew and other right-to-left letters; ``ltr`` for Latin, Cyrillic, Bengali,
+    Telugu, Hangul, ..., and for text with no strong character (digits, punctuation).
+    """
+    for char in text:
+        kind = unicodedata.bidirectional(char)
+        if kind in ("R", "AL"):
+            return "rtl"
+        if kind == "L":
+            return "ltr"
+    return "ltr"
+
+
+def has_rtl(text: str) -> bool:
+    """Whether ``text`` holds any right-to-left letter (then its element needs a direction)."""
+    return any(unicodedata.bidirectional(char) in ("R", "AL") for char in text)
+
+
 def page_head(title: str, css: str, subtitle: str = "") -> list[str]:
     """The opening of a page: doctype, inline CSS (BASE_CSS then ``css``), title and subtitle."""
     parts = [
@@ -61,6 +82,8 @@ def page_head(title: str, css: str, subtitle: str = "") -> list[str]:
 def _td(cell: Cell) -> str:
     cls, text = cell[0], cell[1]
     attrs = f' class="{cls}"' if cls else ""
+    # Example text in a cell (a token, an answer) is laid out by its own direction; the page stays LTR.
+    attrs += ' dir="auto"' if has_rtl(text) else ""
     if len(cell) > 2 and cell[2] > 1:
         attrs += f' rowspan="{cell[2]}"'
     return f"<td{attrs}>{text}</td>"

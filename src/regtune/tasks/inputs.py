@@ -19,6 +19,8 @@ TokenKind = Literal["cls", "sep", "question", "context", "text"]
 #: The kinds faithfulness may mask: what the prediction is about, never special tokens or the question.
 MASKABLE_KINDS: tuple[str, ...] = ("context", "text")
 Offset = tuple[int, int]
+#: (source index, start_char, end_char): a token's characters in one of an input's source texts.
+SourceSpan = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class ExplainInput:
         gold_span: Token indices (inclusive) of the first reference answer, or None if it is not in the
             window (then plausibility is undefined for this question; always None for classification).
         gold_label: The gold class id (classification), or None.
+        sources: The texts the tokens were cut from (QA: question and context; classification: the
+            text or the pair; generative QA: the whole prompt). Display only.
+        source_spans: Per token, ``(source, start_char, end_char)`` from the tokenizer's offset mapping,
+            or None for special tokens; empty when the input was built without them. The pages show
+            each token's own characters from these, so subword pieces of any script read as words
+            (:mod:`regtune.explain.words`). Unlike ``offsets``, question tokens have them too.
     """
 
     example: Any
@@ -47,6 +55,22 @@ class ExplainInput:
     offsets: tuple[Offset | None, ...]
     gold_span: tuple[int, int] | None
     gold_label: int | None = None
+    sources: tuple[str, ...] = ()
+    source_spans: tuple[SourceSpan | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A span outside its text is a builder's bug; caught here, it cannot surface as a wrong page.
+        if not self.source_spans:
+            return
+        if len(self.source_spans) != len(self.input_ids):
+            raise ValueError(
+                f"{self.example.id}: {len(self.source_spans)} source spans for {len(self)} tokens"
+            )
+        for span in self.source_spans:
+            if span is not None and not (
+                0 <= span[0] < len(self.sources) and 0 <= span[1] <= span[2] <= len(self.sources[span[0]])
+            ):
+                raise ValueError(f"{self.example.id}: source span {span} is outside its source text")
 
     @property
     def question_id(self) -> str:

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from regtune.tasks.classification.data import ClassificationExample
-from regtune.tasks.inputs import ExplainInput, TokenKind, structural_token_ids
+from regtune.tasks.inputs import ExplainInput, SourceSpan, TokenKind, structural_token_ids
 
 #: What a classification attribution explains: the logit of the predicted class.
 TARGETS: tuple[str, ...] = ("class",)
@@ -31,17 +31,30 @@ def build_explain_inputs(
     max_length: int,
     labels: Sequence[str],
 ) -> list[ExplainInput]:
-    """One input per example, truncated like training; ``gold_label`` is the gold label's id."""
+    """One input per example, truncated like training; ``gold_label`` is the gold label's id.
+
+    With a fast tokenizer, text tokens get their character spans in ``example.texts`` (the pair's
+    sequence id picks the text), which the pages show; a slow tokenizer has no offsets, and its pages
+    show the token strings.
+    """
     special_ids = structural_token_ids(tokenizer)
     index = {label: i for i, label in enumerate(labels)}
     inputs = []
     for example in examples:
-        encoding = tokenizer(*example.texts, truncation=True, max_length=max_length)
+        encoding = tokenizer(
+            *example.texts, truncation=True, max_length=max_length, return_offsets_mapping=tokenizer.is_fast
+        )
         ids = tuple(int(i) for i in encoding["input_ids"])
         kinds: list[TokenKind] = [
             ("cls" if position == 0 else "sep") if token in special_ids else "text"
             for position, token in enumerate(ids)
         ]
+        spans: list[SourceSpan | None] = []
+        if tokenizer.is_fast:
+            for kind, sequence, (start, end) in zip(
+                kinds, encoding.sequence_ids(), encoding["offset_mapping"], strict=True
+            ):
+                spans.append((sequence, start, end) if kind == "text" and sequence is not None else None)
         types = encoding.get("token_type_ids")
         inputs.append(
             ExplainInput(
@@ -53,6 +66,8 @@ def build_explain_inputs(
                 offsets=tuple(None for _ in ids),
                 gold_span=None,
                 gold_label=index.get(example.label) if example.label is not None else None,
+                sources=tuple(example.texts),
+                source_spans=tuple(spans),
             )
         )
     return inputs

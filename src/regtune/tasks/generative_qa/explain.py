@@ -24,7 +24,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from regtune.tasks.generative_qa.prompt import build_prompt, prompt_text, user_text
-from regtune.tasks.inputs import ExplainInput, TokenKind, structural_token_ids
+from regtune.tasks.inputs import ExplainInput, SourceSpan, TokenKind, structural_token_ids
 from regtune.tasks.qa.data import QAExample
 from regtune.tasks.qa.explain import token_span
 
@@ -57,6 +57,7 @@ def build_explain_inputs(
         passage = _passage_range(text, example.question, context)
         kinds: list[TokenKind] = []
         offsets: list[tuple[int, int] | None] = []
+        spans: list[SourceSpan | None] = []  # into the whole prompt: instruction, question and passage
         for position, (token, (start, end)) in enumerate(
             zip(prompt.input_ids, encoded["offset_mapping"], strict=True)
         ):
@@ -74,6 +75,7 @@ def build_explain_inputs(
                 kinds.append("sep")
             else:
                 kinds.append("question")
+            spans.append(None if kinds[-1] in ("cls", "sep") else (0, start, end))
         span = None
         if example.answers:
             answer = example.answers[0]
@@ -87,6 +89,8 @@ def build_explain_inputs(
                 kinds=tuple(kinds),
                 offsets=tuple(offsets),
                 gold_span=span,
+                sources=(text,),
+                source_spans=tuple(spans),
             )
         )
     return inputs

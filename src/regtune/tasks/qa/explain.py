@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from regtune.tasks.inputs import ExplainInput, TokenKind, structural_token_ids
+from regtune.tasks.inputs import ExplainInput, SourceSpan, TokenKind, structural_token_ids
 from regtune.tasks.qa.data import QAExample
 from regtune.tasks.qa.features import prepare_eval_features
 from regtune.tasks.qa.postprocess import Offset, best_spans
@@ -33,6 +33,24 @@ def token_span(offsets: Sequence[Offset], start_char: int, end_char: int) -> tup
     first, last = inside[0], inside[-1]
     covered = offsets[first][0] <= start_char and offsets[last][1] >= end_char  # type: ignore[index]
     return (first, last) if covered else None
+
+
+def question_spans(
+    question: str, window_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase
+) -> list[SourceSpan | None]:
+    """Spans ``(0, start, end)`` into ``question`` of a window's question tokens ``window_ids``.
+
+    The window holds the question left-stripped and possibly cut at a word boundary, and its offsets
+    are into that string; tokenising the stripped question alone gives the same ids as a prefix, and
+    the strip is added back. Where it does not (a tokenizer whose pieces depend on the pair), the
+    tokens get no spans and the pages fall back to the token strings.
+    """
+    stripped = question.lstrip()
+    lead = len(question) - len(stripped)
+    encoded = tokenizer(stripped, add_special_tokens=False, return_offsets_mapping=True)
+    if list(encoded["input_ids"][: len(window_ids)]) != list(window_ids):
+        return [None] * len(window_ids)
+    return [(0, start + lead, end + lead) for start, end in encoded["offset_mapping"][: len(window_ids)]]
 
 
 def build_explain_inputs(
@@ -74,6 +92,11 @@ def build_explain_inputs(
             else:  # off the context and not special: the question
                 kinds.append("question")
         types = features.get("token_type_ids")
+        asked = [i for i, kind in enumerate(kinds) if kind == "question"]
+        spans: list[SourceSpan | None] = [None if o is None else (1, o[0], o[1]) for o in offsets]
+        asked_spans = question_spans(example.question, [ids[i] for i in asked], tokenizer)
+        for i, asked_span in zip(asked, asked_spans, strict=True):
+            spans[i] = asked_span
         inputs.append(
             ExplainInput(
                 example=example,
@@ -83,6 +106,8 @@ def build_explain_inputs(
                 kinds=tuple(kinds),
                 offsets=offsets,
                 gold_span=span,
+                sources=(example.question, example.context),
+                source_spans=tuple(spans),
             )
         )
     return inputs
