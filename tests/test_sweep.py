@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -517,6 +518,26 @@ def test_select_on_validation_end_to_end(tmp_path: Path, tiny_model_dir: Path, t
     means = {v["num_registers"]: v["mean"] for v in group["validation"]}
     assert group["chosen_num_registers"] == max(means, key=lambda tau: means[tau])
     assert [r["dev"] for r in group["results"]] == [tiny_squad.dev.parent.name]
+
+
+def test_screening_on_the_held_out_split_scores_no_dev_file(
+    tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair
+) -> None:
+    from regtune.reporting.report import analyze_sweep
+
+    grid = {"num_registers": [0, 2], "seed": [1]}
+    sweep = _sweep(
+        tmp_path, tiny_model_dir, tiny_squad, grid=grid, select_on=VALIDATION, validation_fraction=0.3
+    )
+    sweep = dataclasses.replace(sweep, dev_files=[])
+    rows = run_sweep(sweep, threads=1, progress=False)
+    assert {r["dev"] for r in rows} == {VALIDATION}
+    for spec in sweep.runs():
+        assert sorted(p.name for p in (spec.dir / "evals").iterdir()) == [VALIDATION]
+    group = analyze_sweep(sweep.root, n_boot=100)["selection"]["groups"][0]
+    assert group["results"] == [] and len(group["validation"]) == 2
+    with pytest.raises(ConfigError, match="give at least one dev file"):
+        dataclasses.replace(sweep, select_on=None, dev_files=[])
 
 
 def test_cli_report_on_a_real_sweep(

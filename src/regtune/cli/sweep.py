@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dev",
         nargs="+",
-        required=True,
-        help="dev files to score every run on (space- or comma-separated; quoted globs are expanded)",
+        default=[],
+        help="dev files to score every run on (space- or comma-separated; quoted globs are expanded); may be "
+        "left out with --select-on validation, to screen on the held-out split without touching any dev file",
     )
     p.add_argument("--output-dir", required=True, help="sweep folder")
     p.add_argument("--preset", default="default", choices=preset_names(), help="recipe every run starts from")

@@ -91,8 +91,11 @@ class SweepConfig:
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.dev_files:
-            raise ConfigError("give at least one dev file")
+        if not self.dev_files and not self.select_on:
+            # Screening on the held-out split alone keeps every dev file unseen until a confirmation stage.
+            raise ConfigError(
+                "give at least one dev file (or select_on 'validation' to score only the held-out split)"
+            )
         # Absolute paths: Ray workers and worker processes may run in another directory, and a rerun
         # from elsewhere must find (or be refused for) the very same files.
         self.output_dir = os.path.abspath(self.output_dir)
