@@ -397,9 +397,17 @@ LAYOUT = """(() => {
           questionWidth: range.getBoundingClientRect().width, blocks,
           section: box(section.getBoundingClientRect())};
 })()"""
-FLATTEN = "document.querySelectorAll('.tok').forEach((tok) => { tok.textContent = tok.textContent; })"
+#: After a DOM change, two frames: DevTools' font report reads the last layout and paint, not a pending one.
+_SETTLE = "; document.body.offsetHeight; new Promise((done) => "
+_SETTLE += "requestAnimationFrame(() => requestAnimationFrame(done)))"
+FLATTEN = (
+    "document.querySelectorAll('.tok').forEach((tok) => { tok.textContent = tok.textContent; })" + _SETTLE
+)
 #: Sections lay out only on screen (content-visibility: auto); measuring needs them all laid out.
-SHOW_ALL = "document.querySelectorAll('section').forEach((s) => { s.style.contentVisibility = 'visible'; })"
+SHOW_ALL = (
+    "document.querySelectorAll('section').forEach((s) => { s.style.contentVisibility = 'visible'; })"
+    + _SETTLE
+)
 
 
 def chromium() -> str:
