@@ -707,6 +707,10 @@ def load_model(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedMod
 
     if is_adapter(path):  # a --train-only run's model: the base model plus the trained tensors
         return load_adapter(path, **from_pretrained_kwargs)
+    from regtune.core.peft_adapter import is_peft_folder, load_peft_adapter
+
+    if is_peft_folder(path):  # a --peft run's model: a PeftModel on the base model, aligned with the text
+        return load_peft_adapter(path, **from_pretrained_kwargs)
     hub = {k: from_pretrained_kwargs[k] for k in HUB_FILE_OPTIONS if k in from_pretrained_kwargs}
     from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
     try:

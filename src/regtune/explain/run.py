@@ -319,7 +319,19 @@ def check_labels(labels: Sequence[str], count: int) -> None:
 
 
 def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
-    """The one task of the models; explaining a QA model beside a classifier compares nothing."""
+    """The one task of the models; explaining a QA model beside a classifier compares nothing.
+
+    PEFT models (``regtune train --peft``) are refused: the attributions and the register analyses hook
+    the encoder's own embeddings and layers, which PEFT wraps (LoRA) or feeds virtual tokens (prompt
+    tuning), and that path is not built or tested.
+    """
+    from regtune.core.peft_adapter import is_peft_model
+
+    if any(is_peft_model(m) for m in models):
+        raise RegtuneError(
+            "explain and analyze do not read PEFT models (--peft runs); explain a --train-only or fully "
+            "fine-tuned run"
+        )
     tasks = [task_of_model(m.config) for m in models]
     if len({task.name for task in tasks}) > 1:
         raise RegtuneError(f"--compare needs models of one task, got {', '.join(t.name for t in tasks)}")
