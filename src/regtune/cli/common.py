@@ -13,6 +13,7 @@ from regtune.core.registers import RegisterDepth, RegisterInit
 from regtune.tasks import TASKS, infer_task
 from regtune.tasks.classification.task import column_list  # noqa: F401 (re-exported for the commands)
 from regtune.training.config import IDENTITIES, TRAIN_FLAGS, TrainConfig, preset_values
+from regtune.training.peft_arms import PEFT_METHODS
 
 CHOICES = {
     "--placement": ["prepend", "after_cls"],
@@ -20,6 +21,7 @@ CHOICES = {
     "--register-depth": [d.value for d in RegisterDepth],
     "--register-identity": list(IDENTITIES),
     "--train-only": list(TRAIN_ONLY),
+    "--peft": list(PEFT_METHODS),
     "--attn-implementation": list(ATTN_IMPLEMENTATIONS),
     "--precision": list(PRECISIONS),
 }

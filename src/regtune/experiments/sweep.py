@@ -54,6 +54,7 @@ GRID_AXES: dict[str, str] = {
     "register_depth": "depth",
     "register_identity": "ident",
     "train_only": "train",
+    "peft": "peft",
     "num_registers": "tau",
     "seed": "seed",
 }
@@ -387,11 +388,12 @@ def _resumable_config(spec: RunSpec) -> TrainConfig:
 # --- results --------------------------------------------------------------------------------------------
 
 #: What every dev file's metrics.json copies from the run's own (training) metrics.
-RUN_METRICS = ("train_steps", "train_seconds", "precision", "register_similarity")
+RUN_METRICS = ("train_steps", "train_seconds", "precision", "register_similarity", "trainable_parameters")
 #: results.csv columns before the grid axes.
 RESULT_HEAD = ("run_id", "dev", "language")
 RESULT_TRAILER = (
     "register_similarity",  # the run's register diversity figure, measured on its first dev file
+    "trainable_parameters",  # what the few-parameter arms (--train-only, --peft) are matched on
     "train_steps",
     "train_seconds",
     "eval_seconds",

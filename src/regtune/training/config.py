@@ -23,6 +23,7 @@ from regtune.tasks import TASKS, get_task
 from regtune.tasks.classification.task import ClassificationOptions
 from regtune.tasks.generative_qa.task import GenerativeQAOptions
 from regtune.tasks.qa.task import QAOptions
+from regtune.training.peft_arms import check_peft
 
 #: Values of ``register_identity``: no per-slot vector, or a learned one (RegisterConfig.slot_identity).
 IDENTITIES = ("none", "learned")
@@ -82,6 +83,17 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
             "task head (register tuning; the model folder then holds only those tensors, as a PEFT adapter)."
         },
     )
+    peft: str = field(
+        default="none",
+        metadata={
+            "help": "'none', 'lora' or 'prompt': train the real peft library's LoRA (on the attention query "
+            "and value projections) or prompt tuning, with the task head, on a frozen encoder; the model "
+            "folder then holds PEFT's adapter."
+        },
+    )
+    peft_size: int = field(
+        default=8, metadata={"help": "LoRA's rank r, or prompt tuning's number of virtual tokens."}
+    )
     freeze_embeddings: bool = field(
         default=False,
         metadata={
@@ -137,6 +149,7 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
             raise ConfigError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         check_precision(self.precision)
         check_train_only(self.train_only)
+        check_peft(self)
         check_attn_implementation(self.attn_implementation)
         task.check_config(self)
         # Validates count, placement and init with the register module's own rules.
@@ -170,13 +183,15 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
 
 def saved_run_config(run_config_file: Path) -> dict[str, Any]:
     """The ``config`` object of a run's config.json, with the defaults of options added since: run folders
-    from before tasks existed are QA runs, from before ``report_to`` reported to TensorBoard, and from
-    before ``freeze_embeddings`` trained the embeddings."""
+    from before tasks existed are QA runs, from before ``report_to`` reported to TensorBoard, from before
+    ``freeze_embeddings`` trained the embeddings, and from before ``peft`` used no PEFT adapter."""
     saved = json.loads(run_config_file.read_text(encoding="utf-8"))["config"]
     saved.setdefault("task", "qa")
     saved.setdefault("report_to", "tensorboard")  # what every run did before the option existed
     saved.setdefault("freeze_embeddings", False)
     saved.setdefault("train_only", "all")
+    saved.setdefault("peft", "none")
+    saved.setdefault("peft_size", 8)
     saved.setdefault("register_depth", "input")
     saved.setdefault("register_identity", "none")
     return saved
@@ -210,6 +225,8 @@ TRAIN_FLAGS: dict[str, tuple[str, Any]] = {
     "--register-depth": ("register_depth", str),
     "--register-identity": ("register_identity", str),
     "--train-only": ("train_only", str),
+    "--peft": ("peft", str),
+    "--peft-size": ("peft_size", int),
     "--epochs": ("epochs", float),
     "--max-steps": ("max_steps", int),
     "--batch-size": ("batch_size", int),
@@ -241,6 +258,7 @@ GRID_FLAGS: dict[str, str] = {
     "--register-depth": "register_depth",
     "--register-identity": "register_identity",
     "--train-only": "train_only",
+    "--peft": "peft",
 }
 
 

@@ -47,6 +47,7 @@ from regtune.core.adapter import base_reference, freeze_all_but_registers_and_he
 from regtune.core.errors import RegtuneError, RegtuneWarning
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, atomic_write_text
+from regtune.core.peft_adapter import save_peft_adapter
 from regtune.core.precision import resolve_attn_implementation, resolve_precision
 from regtune.core.registers import (
     CONFIG_KEY,
@@ -59,6 +60,7 @@ from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
 from regtune.training.config import TrainConfig, environment_versions, saved_run_config
 from regtune.training.diagnostics import measure_register_similarity
 from regtune.training.model_card import build_card, write_model_card
+from regtune.training.peft_arms import apply_peft, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,8 @@ def truncate_log(path: Path, last_step: int) -> None:
 
 
 def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTrainedModel:
-    """The stock model of ``config.model`` for the task (its ``Auto*`` class) plus registers.
+    """The stock model of ``config.model`` for the task (its ``Auto*`` class) plus registers, and, with
+    ``--peft``, wrapped in PEFT's adapter (a ``PeftModel``; see regtune.training.peft_arms).
 
     ``train`` is the training data, which tasks with labels read the label set from.
     """
@@ -208,6 +211,8 @@ def build_model(config: TrainConfig, train: TaskData | None = None) -> PreTraine
         model.get_input_embeddings().weight.requires_grad_(False)
     if config.train_only != "all":
         freeze_all_but_registers_and_head(model)
+    if config.peft != "none":
+        return apply_peft(model, config, task)
     return model
 
 
@@ -316,12 +321,15 @@ def _save_model_atomically(
 ) -> None:
     """save_pretrained into a temporary folder, then rename: a killed run never leaves half a model.
 
-    A ``--train-only registers+head`` run saves only its trained tensors (see regtune.core.adapter).
+    A ``--train-only registers+head`` run saves only its trained tensors (see regtune.core.adapter), a
+    ``--peft`` run PEFT's adapter and its task model's config (see regtune.core.peft_adapter).
     """
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if config is not None and config.train_only != "all":
         save_trained_only(model, tmp, base_reference(config.model))
+    elif config is not None and config.peft != "none":
+        save_peft_adapter(model, tmp, base_reference(config.model))
     else:
         model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -367,6 +375,7 @@ def train_model(
 
     set_seed(config.seed)  # before the model: the task head and registers are initialised here
     model = build_model(config, train)
+    trainable = trainable_parameters(model)  # the few-parameter arms compare at matched counts
     task.save_settings(model, config)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -402,6 +411,7 @@ def train_model(
         "train_steps": output.global_step,
         "train_loss": round(float(output.training_loss), 6),
         "train_seconds": round(train_seconds, 3),
+        "trainable_parameters": trainable,
         "resumed_from_step": _checkpoint_step(checkpoint),
         f"num_train_{task.unit}s": len(train.examples),
         f"num_train_{task.sequence}s": len(train_dataset),
