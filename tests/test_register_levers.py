@@ -207,8 +207,14 @@ def test_sweep_spans_depth_and_identity_axes(tmp_path: Path) -> None:
         },
     )
     ids = [spec.run_id for spec in sweep.runs()]
-    assert len(ids) == 8 and len(set(ids)) == 8
-    assert "depthall-identlearned-tau8-seed1" in ids
+    # τ=0 is the stock model whatever the depth and identity: one τ=0 run, at their first values.
+    assert ids == [
+        "depthinput-identnone-tau0-seed1",
+        "depthinput-identnone-tau8-seed1",
+        "depthinput-identlearned-tau8-seed1",
+        "depthall-identnone-tau8-seed1",
+        "depthall-identlearned-tau8-seed1",
+    ]
     with pytest.raises(ConfigError, match="register_identity must be one of"):
         make = SweepConfig(
             output_dir=str(tmp_path / "bad"),

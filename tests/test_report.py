@@ -275,6 +275,33 @@ def test_other_axes_make_separate_groups(tmp_path: Path) -> None:
         assert comparison["p_holm"] == pytest.approx(comparison["p_value"])
 
 
+def test_register_only_axes_share_one_tau0_run_and_compare_with_it(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    grid = {"register_init": ["trunc_normal", "orthogonal"], "register_depth": ["input", "all"]}
+    sweep = make_sweep(root, taus=(0, 8), seeds=(1, 2), devs=("en",), grid_extra=grid, effects={})
+    ids = [spec.run_id for spec in sweep.runs()]
+    # τ=0 is the stock model whatever the init and depth: it runs once per seed, at their first values.
+    assert [i for i in ids if "tau0" in i] == [
+        "inittrunc_normal-depthinput-tau0-seed1",
+        "inittrunc_normal-depthinput-tau0-seed2",
+    ]
+    assert len(ids) == 2 + 4 * 2
+    analysis = analyze_sweep(root, n_boot=100)
+    assert len(analysis["groups"]) == 4 and all(g["has_baseline"] for g in analysis["groups"])
+    base = run_scores(sweep, "en", "f1", num_registers=0)
+    for init in grid["register_init"]:
+        for depth in grid["register_depth"]:
+            treated = run_scores(sweep, "en", "f1", register_init=init, register_depth=depth, num_registers=8)
+            expected = 100 * np.mean([(treated[s] - base[s]).mean() for s in (1, 2)])
+            cell = find_cell(analysis, "en", register_init=init, register_depth=depth, num_registers=8)
+            assert cell["vs_tau0"]["f1"]["delta"] == pytest.approx(expected, abs=1e-9)
+    # An axis that matters at τ=0 (the learning rate) still gets its own τ=0 runs.
+    lr_sweep = make_sweep(
+        tmp_path / "lr", taus=(0, 8), seeds=(1,), devs=("en",), grid_extra={"lr": [1e-4, 3e-4]}
+    )
+    assert sum("tau0" in spec.run_id for spec in lr_sweep.runs()) == 2
+
+
 def test_select_on_validation_picks_the_best_validation_tau(tmp_path: Path) -> None:
     root = tmp_path / "s"
     # τ=32 is best on the held-out split (where the choice is made), τ=8 on en (which must not matter).

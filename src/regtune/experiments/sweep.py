@@ -58,6 +58,16 @@ GRID_AXES: dict[str, str] = {
     "num_registers": "tau",
     "seed": "seed",
 }
+#: Grid axes that change nothing at τ=0 (there are no registers to place, start, deepen, tag or give a
+#: learning rate), so a sweep runs each τ=0 point once, at their first values, and the report compares every
+#: value's τ>0 runs with that shared τ=0 run.
+REGISTER_ONLY_AXES = (
+    "register_lr",
+    "register_placement",
+    "register_init",
+    "register_depth",
+    "register_identity",
+)
 #: Options that only say how the runs are carried out; they may differ between invocations of one sweep.
 EXECUTION_OPTIONS = ("save_steps", "logging_steps", "eval_batch_size", "report_to")
 #: Name of the held-out split's scores under select_on='validation'.
@@ -183,10 +193,15 @@ class SweepConfig:
         axes = list(self.grid)
         varying = [a for a in GRID_AXES if len(self.grid.get(a, [])) > 1 or a in ("num_registers", "seed")]
         scored = self.scored_files()
-        specs = []
+        specs, seen = [], set()
         for values in itertools.product(*(self.grid[a] for a in axes)):
             point = dict(zip(axes, values, strict=True))
+            if point["num_registers"] == 0:  # one τ=0 run for all values of the register-only axes
+                point.update({a: self.grid[a][0] for a in REGISTER_ONLY_AXES if a in point})
             run_id = "-".join(_id_part(a, point[a]) for a in varying if a in point)
+            if run_id in seen:
+                continue
+            seen.add(run_id)
             config = resolve_config(
                 self.preset,
                 **{

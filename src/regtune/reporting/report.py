@@ -219,9 +219,7 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     for cell in cells:
         _summarize_cell(ctx, cell)
     # Comparisons with τ = 0 inside each group of cells that differ only in τ.
-    group_cells: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
-    for cell in cells:
-        group_cells.setdefault((cell["dev"], tuple(cell["axes"][axis] for axis in others)), []).append(cell)
+    group_cells = _group_cells(cells, others)
     groups = [_compare_group(ctx, dev, members, others) for (dev, _), members in group_cells.items()]
 
     selection = None
@@ -371,6 +369,45 @@ def _summarize_cell(ctx: _Context, cell: dict[str, Any]) -> None:
     cell["vs_tau0"] = dict.fromkeys(metrics)
     if len(runs) < 2:
         ctx.notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
+
+
+def _group_cells(
+    cells: Sequence[dict[str, Any]], others: Sequence[str]
+) -> dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]]:
+    """Cells that differ only in τ, by (dev, other axes); each group with its τ=0 cell.
+
+    A sweep runs τ=0 once for the axes that change nothing without registers (their first values, see
+    ``REGISTER_ONLY_AXES``), so a group of another value of those axes takes that shared τ=0 cell.
+    """
+    groups: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell["dev"], tuple(cell["axes"][axis] for axis in others)), []).append(cell)
+    for (dev, _), members in groups.items():
+        if any(cell["axes"][TAU] == 0 for cell in members):
+            continue
+        shared = _shared_tau0(cells, dev, members[0]["axes"], others)
+        if shared is not None:
+            members.insert(0, shared)
+    return groups
+
+
+def _shared_tau0(
+    cells: Sequence[Mapping[str, Any]], dev: str, axes: Mapping[str, Any], others: Sequence[str]
+) -> Mapping[str, Any] | None:
+    """The τ=0 cell of ``dev`` that agrees with ``axes`` on every axis that matters at τ=0."""
+    from regtune.experiments.sweep import REGISTER_ONLY_AXES
+
+    kept = [axis for axis in others if axis not in REGISTER_ONLY_AXES]
+    return next(
+        (
+            cell
+            for cell in cells
+            if cell["dev"] == dev
+            and cell["axes"][TAU] == 0
+            and all(cell["axes"][axis] == axes[axis] for axis in kept)
+        ),
+        None,
+    )
 
 
 def _compare_group(
@@ -692,6 +729,9 @@ def _select_on_validation(
             for c in cells
             if c["dev"] == VALIDATION and tuple(c["axes"][axis] for axis in others) == other_values
         ]
+        if not any(c["axes"][TAU] == 0 for c in candidates):
+            shared = _shared_tau0(cells, VALIDATION, cell["axes"], others)
+            candidates = [shared, *candidates] if shared is not None else candidates
         # Ties go to the first τ in grid order (the fewest registers when the grid is ascending).
         chosen = max(candidates, key=lambda c: c["metrics"][metric]["mean"])
         if len({c["metrics"][metric]["n_seeds"] for c in candidates}) > 1:
