@@ -1,7 +1,7 @@
 """What the 250k-row embedding matrix of multilingual-e5-small costs a training step, and what
 ``--freeze-embeddings`` saves (issue #13 §2).
 
-multilingual-e5-small has 117.7M parameters, 96.0M of them in its token-embedding matrix (250,037 × 384),
+multilingual-e5-small has 117.5M parameters, 96.0M of them in its token-embedding matrix (250,037 × 384),
 against MiniLM-L6's 11.7M of 22.7M. A dense AdamW step reads and writes every one of them, and the
 backward pass writes a dense 96M gradient (384 MB), though a batch of 16 windows uses a few thousand rows.
 This benchmark measures what that costs, on real TyDi QA windows:
@@ -22,8 +22,8 @@ paired: medians over rounds of one arm's round time over another's, on the same 
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/embedding_cost.py            # about 8 min on 2 idle cores
-    .venv/bin/python benchmarks/embedding_cost.py --quick    # about 3 min; noisier
+    .venv/bin/python benchmarks/embedding_cost.py            # about 4.5 min on 2 idle cores
+    .venv/bin/python benchmarks/embedding_cost.py --quick    # about 2 min; noisier
 
 The last line of stdout is one JSON object with every number.
 """

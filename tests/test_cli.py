@@ -67,6 +67,7 @@ def test_every_option_has_help() -> None:
         "predict",
         "sweep",
         "report",
+        "compare",
         "explain",
         "analyze",
         "push",

@@ -407,6 +407,19 @@ def test_train_on_a_pretrained_model_saves_a_loadable_model(
     assert get_register_module(loaded).num_registers == TAU
 
 
+def test_train_with_other_register_settings_than_the_saved_ones_is_refused(
+    pretrained: Path, tiny_squad: SquadPair, tmp_path: Path
+) -> None:
+    # The saved registers are loaded, not rebuilt: a depth, identity or placement the model was not trained
+    # with would be recorded in config.json but not used.
+    with pytest.raises(RegtuneError, match=r"other settings: depth 'all' \(saved: 'input'\)"):
+        build_model(_train_config(pretrained / "model", tiny_squad, tmp_path / "a", register_depth="all"))
+    with pytest.raises(RegtuneError, match=r"placement 'after_cls' \(saved: 'prepend'\)"):
+        build_model(
+            _train_config(pretrained / "model", tiny_squad, tmp_path / "b", register_placement="after_cls")
+        )
+
+
 def test_train_with_another_register_count_is_refused_in_one_line(
     pretrained: Path, tiny_squad: SquadPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

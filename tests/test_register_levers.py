@@ -349,3 +349,41 @@ def test_an_adapter_whose_base_is_gone_is_refused_in_one_line(make_config, tmp_p
         load_model(tmp_path / "run" / "model")
     with pytest.raises(ConfigError, match=r"train_only must be one of \['all', 'registers\+head'\]"):
         make_config(tmp_path / "bad", train_only="registers")
+
+
+def test_orthogonal_init_and_identity_work_on_a_bf16_model() -> None:
+    model = tiny_model("bert").to(torch.bfloat16)
+    add_registers(model, 4, init="orthogonal", slot_identity=True)
+    module = get_register_module(model)
+    assert module.tokens.dtype == torch.bfloat16
+    gram = module.tokens.float() @ module.tokens.float().T
+    off_diagonal = gram - torch.diag(torch.diagonal(gram))
+    assert off_diagonal.abs().max() < 0.02 * torch.diagonal(gram).min()  # orthogonal up to bf16 rounding
+
+
+def test_an_adapter_saved_from_a_model_whose_config_names_the_base_class_loads(tmp_path: Path) -> None:
+    from regtune.core.adapter import freeze_all_but_registers_and_head, save_trained_only
+
+    model = add_registers(tiny_model("bert"), 2)
+    model.config.architectures = ["BertModel"]  # what a folder saved before any Trainer checkpoint holds
+    base = tmp_path / "base"
+    model.save_pretrained(base)  # the base the adapter names (its head is not what the adapter holds)
+    freeze_all_but_registers_and_head(model)
+    save_trained_only(model, tmp_path / "adapter", str(base))
+    loaded = load_model(tmp_path / "adapter").eval()
+    assert type(loaded).__name__ == "BertForQuestionAnswering"
+    batch = tiny_batch("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(**batch).start_logits, model.eval()(**batch).start_logits, atol=1e-5, rtol=0
+        )
+
+
+def test_explain_refuses_per_layer_registers_in_one_line() -> None:
+    from regtune.core.errors import RegtuneError
+    from regtune.explain.run import check_same_task
+
+    for options in ({"depth": "all"}, {"slot_identity": True}):
+        model = add_registers(tiny_model("bert"), 2, **options)
+        with pytest.raises(RegtuneError, match="do not yet read models with --register-depth all"):
+            check_same_task([model])

@@ -295,6 +295,22 @@ def test_register_only_axes_share_one_tau0_run_and_compare_with_it(tmp_path: Pat
             expected = 100 * np.mean([(treated[s] - base[s]).mean() for s in (1, 2)])
             cell = find_cell(analysis, "en", register_init=init, register_depth=depth, num_registers=8)
             assert cell["vs_tau0"]["f1"]["delta"] == pytest.approx(expected, abs=1e-9)
+    # Each group is named by its own values, and says which τ=0 it was compared with.
+    assert sorted(
+        (g["axes"]["register_init"], g["axes"]["register_depth"]) for g in analysis["groups"]
+    ) == sorted((i, d) for i in grid["register_init"] for d in grid["register_depth"])
+    cell = find_cell(analysis, "en", register_init="orthogonal", register_depth="all", num_registers=8)
+    assert cell["vs_tau0"]["f1"]["baseline_axes"] == {
+        "register_init": "trunc_normal",
+        "register_depth": "input",
+    }
+    # With two languages, the averages of every value compare with the shared τ=0 average too.
+    multi = make_sweep(tmp_path / "m", taus=(0, 8), seeds=(1, 2), devs=("en", "sw"), grid_extra=grid)
+    averages = analyze_sweep(multi.root, n_boot=100)["averages"]
+    treated = [a for a in averages if a["axes"]["num_registers"] == 8]
+    assert len(treated) == 4 and all(
+        a["vs_tau0"]["f1"] is not None for a in treated
+    )  # "all" only: 1 zero-shot dev
     # An axis that matters at τ=0 (the learning rate) still gets its own τ=0 runs.
     lr_sweep = make_sweep(
         tmp_path / "lr", taus=(0, 8), seeds=(1,), devs=("en",), grid_extra={"lr": [1e-4, 3e-4]}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from regtune import __version__
-from regtune.cli import analyze, evaluate, explain, predict, pretrain, push, report, sweep, train
+from regtune.cli import analyze, compare, evaluate, explain, predict, pretrain, push, report, sweep, train
 from regtune.core.errors import RegtuneError
 
 EXIT_USER_ERROR = 2
@@ -40,6 +40,7 @@ COMMANDS: dict[str, ModuleType] = {
     "predict": predict,
     "sweep": sweep,
     "report": report,
+    "compare": compare,
     "explain": explain,
     "analyze": analyze,
     "push": push,

@@ -22,8 +22,10 @@ from regtune.training.config import GRID_FLAGS, TRAIN_FLAGS, preset_names
 
 _EPILOG = """\
 Grid axes take comma-separated values: --registers and --seeds always, and --model, --lr,
---register-lr, --placement, --register-init, --register-depth, --register-identity and --train-only
-when given several values. Every other regtune train
+--register-lr, --placement, --register-init, --register-depth, --register-identity, --train-only and
+--peft when given several values. τ=0 runs once for all values of the axes that change nothing without
+registers (--register-lr, --placement, --register-init, --register-depth, --register-identity), and the
+report compares each of their τ>0 runs with it. Every other regtune train
 option is fixed for all runs. Each run is a regtune train folder under DIR/runs/<run id>/, scored on
 every --dev file (DIR/runs/<id>/evals/<name>/); DIR/results.csv has one row per run and dev file.
 Run the same command again to resume: finished runs are skipped, interrupted ones continue from

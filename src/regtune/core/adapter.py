@@ -69,6 +69,9 @@ def save_trained_only(model: PreTrainedModel, folder: Path, base_model: str) -> 
     trained = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
     if not trained:
         raise RegtuneError("nothing to save: no parameter of the model is trainable")
+    # The config still names the base's class (e.g. BertModel) unless a Trainer checkpoint has renamed it;
+    # load_adapter builds the class named here, so name the task model's own.
+    model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
     save_file(trained, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     meta = {"format": ADAPTER_FORMAT, "base_model": base_model, "tensors": sorted(trained)}

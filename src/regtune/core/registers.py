@@ -474,18 +474,29 @@ def token_vector_norm(base: nn.Module, entry: nn.Module) -> float:
     return _entry_rows(base, entry, ids)[:, 0].float().norm(dim=-1).mean().item()
 
 
+def _orthonormal_rows(rows: int, width: int, norm: float) -> torch.Tensor:
+    """(rows, width) float32, orthonormal rows (columns when rows > width) times ``norm``.
+
+    Drawn in float32 and copied into the parameter's dtype: torch has no QR for bf16/fp16 on CPU.
+    """
+    values = torch.empty(rows, width, dtype=torch.float32)
+    nn.init.orthogonal_(values)
+    return values.mul_(norm)
+
+
 @torch.no_grad()
-def _init_rows(tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, entry: nn.Module) -> None:
-    """Fill one (R, H) block of register vectors by ``config.init``."""
+def _init_rows(
+    tokens: torch.Tensor, config: RegisterConfig, base: nn.Module, entry: nn.Module, norm: float | None
+) -> None:
+    """Fill one (R, H) block of register vectors by ``config.init`` (``norm``: real tokens' mean norm,
+    measured once per module for the orthogonal init)."""
     if config.init is RegisterInit.VOCAB:
         # Distinct token ids, so that every register starts distinct from the others.
         ids = torch.randperm(base.get_input_embeddings().num_embeddings)[: config.num_registers]
         tokens.copy_(_entry_rows(base, entry, ids.unsqueeze(0).to(tokens.device))[0].to(tokens.dtype))
     elif config.init is RegisterInit.ORTHOGONAL:
         # Orthonormal rows when R <= H (else orthonormal columns: R > H vectors cannot all be orthogonal).
-        norm = token_vector_norm(base, entry)
-        nn.init.orthogonal_(tokens)
-        tokens.mul_(norm)
+        tokens.copy_(_orthonormal_rows(*tokens.shape, norm))
     else:
         std = config.init_std or _DEFAULT_STD[config.init]
         nn.init.trunc_normal_(tokens, mean=0.0, std=std, a=-2 * std, b=2 * std)
@@ -496,13 +507,14 @@ def _init_module(module: RegisterTokens, base: nn.Module, entry: nn.Module) -> N
     config = module.config
     if config.num_registers == 0:
         return
-    _init_rows(module.tokens.data, config, base, entry)
+    norm = token_vector_norm(base, entry) if config.init is RegisterInit.ORTHOGONAL else None
+    _init_rows(module.tokens.data, config, base, entry, norm)
     if module.layer_tokens is not None:
         for block in module.layer_tokens.data:  # each layer's (R, H), drawn the same way
-            _init_rows(block, config, base, entry)
+            _init_rows(block, config, base, entry, norm)
     if module.slot_identity is not None:
-        nn.init.orthogonal_(module.slot_identity.data)
-        module.slot_identity.data.mul_(IDENTITY_SCALE * module.tokens.shape[1] ** 0.5)
+        r, h = module.slot_identity.shape
+        module.slot_identity.data.copy_(_orthonormal_rows(r, h, IDENTITY_SCALE * h**0.5))
 
 
 def _save_with_peft(model: nn.Module) -> None:

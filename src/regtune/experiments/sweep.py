@@ -193,15 +193,15 @@ class SweepConfig:
         axes = list(self.grid)
         varying = [a for a in GRID_AXES if len(self.grid.get(a, [])) > 1 or a in ("num_registers", "seed")]
         scored = self.scored_files()
-        specs, seen = [], set()
+        specs, merged = [], []
         for values in itertools.product(*(self.grid[a] for a in axes)):
             point = dict(zip(axes, values, strict=True))
             if point["num_registers"] == 0:  # one τ=0 run for all values of the register-only axes
                 point.update({a: self.grid[a][0] for a in REGISTER_ONLY_AXES if a in point})
+                if point in merged:
+                    continue
+                merged.append(point)
             run_id = "-".join(_id_part(a, point[a]) for a in varying if a in point)
-            if run_id in seen:
-                continue
-            seen.add(run_id)
             config = resolve_config(
                 self.preset,
                 **{

@@ -323,14 +323,23 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
 
     PEFT models (``regtune train --peft``) are refused: the attributions and the register analyses hook
     the encoder's own embeddings and layers, which PEFT wraps (LoRA) or feeds virtual tokens (prompt
-    tuning), and that path is not built or tested.
+    tuning), and that path is not built or tested. So are models with per-layer registers (deep registers,
+    the slot identity), whose interventions would reach the first layer only.
     """
     from regtune.core.peft_adapter import is_peft_model
+    from regtune.core.registers import get_register_config
 
     if any(is_peft_model(m) for m in models):
         raise RegtuneError(
             "explain and analyze do not read PEFT models (--peft runs); explain a --train-only or fully "
             "fine-tuned run"
+        )
+    if any(get_register_config(m).per_layer for m in models):
+        # Their register baselines and ablations replace what the first layer reads, while later layers
+        # would still read the learned per-layer vectors (or the identity): the attributions would mislead.
+        raise RegtuneError(
+            "explain and analyze do not yet read models with --register-depth all or --register-identity "
+            "learned: their register interventions would reach the first layer only"
         )
     tasks = [task_of_model(m.config) for m in models]
     if len({task.name for task in tasks}) > 1:

@@ -416,9 +416,11 @@ def _compare_group(
     """Every τ of one group (dev file, other axes) against its τ=0, Holm-corrected; fills each cell's
     ``vs_tau0`` and returns the group's record."""
     metrics = ctx.task.metrics
+    # Named by a τ>0 member: a shared τ=0 cell (see _group_cells) has other values of the register-only axes.
+    named = next((cell for cell in members if cell["axes"][TAU] != 0), members[0])
     group = {
         "dev": dev,
-        "axes": {axis: members[0]["axes"][axis] for axis in others},
+        "axes": {axis: named["axes"][axis] for axis in others},
         "num_registers": [cell["axes"][TAU] for cell in members],
         "has_baseline": False,
         "note": None,
@@ -541,6 +543,8 @@ def _comparison_dict(
     """A ``vs_tau0`` entry; the Holm fields are filled in once the whole family is known."""
     return {
         "baseline_num_registers": 0,
+        # The τ=0 cell's other axes: they differ from the cell's own for a shared τ=0 (register-only axes).
+        "baseline_axes": {axis: value for axis, value in baseline["axes"].items() if axis != TAU},
         "seeds": list(seeds),
         "n_seeds": int(result.n_seeds),
         "n_questions": int(result.n_questions),
@@ -664,11 +668,18 @@ def _compare_averages(
     ``rows`` pairs each average record with its per-dev cells. Without a τ=0 average there is nothing to
     compare with; the per-dev groups already note that.
     """
+    from regtune.experiments.sweep import REGISTER_ONLY_AXES
+
     groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], Sequence[Mapping[str, Any]]]]] = {}
     for record, parts in rows:
         groups.setdefault(tuple(record["axes"][axis] for axis in others), []).append((record, parts))
+    # τ=0 averages by the axes that matter at τ=0: a group of another value of a register-only axis takes
+    # the shared one (as _group_cells does per dev file).
+    kept = [axis for axis in others if axis not in REGISTER_ONLY_AXES]
+    tau0 = {tuple(r["axes"][axis] for axis in kept): (r, p) for r, p in rows if r["axes"][TAU] == 0}
     for members in groups.values():
         baseline = next(((r, p) for r, p in members if r["axes"][TAU] == 0), None)
+        baseline = baseline or tau0.get(tuple(members[0][0]["axes"][axis] for axis in kept))
         if baseline is None:
             continue
         base_record, base_parts = baseline

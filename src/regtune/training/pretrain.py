@@ -64,7 +64,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from regtune.core.errors import DataError, RegtuneError
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json
-from regtune.core.registers import CONFIG_KEY, _quiet_transformers, add_registers
+from regtune.core.registers import CONFIG_KEY, _quiet_transformers, add_registers_with
 from regtune.tasks import get_task, infer_task
 from regtune.training.config import environment_versions
 from regtune.training.model_card import base_model_id, write_model_card
@@ -219,8 +219,7 @@ def build_mlm_model(config: PretrainConfig) -> tuple[PreTrainedModel, dict[str, 
                 f"model '{config.model}': cannot load it as a masked LM ({first[:200]})"
             ) from err
     report = check_mlm_head(model, loading, config.model)
-    registers = config.registers()
-    add_registers(model, registers.num_registers, placement=registers.placement, init=registers.init)
+    add_registers_with(model, config.registers())
     return model, report
 
 

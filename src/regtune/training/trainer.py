@@ -52,6 +52,7 @@ from regtune.core.precision import resolve_attn_implementation, resolve_precisio
 from regtune.core.registers import (
     CONFIG_KEY,
     MODULE_NAME,
+    RegisterConfig,
     add_registers_with,
     get_register_module,
     register_parameters,
@@ -220,14 +221,22 @@ def _saved_register_count(hf_config: Any, config: TrainConfig) -> int:
     """How many registers the folder of ``config.model`` was saved with (0: a stock model, or τ=0).
 
     Such a folder (e.g. ``regtune pretrain``'s model) trains with those registers, loaded from its weights
-    and never re-initialised, with their saved placement and init; ``--registers`` must name their count.
+    and never re-initialised; ``--registers`` must name their count, and the other register options must
+    be the saved ones, so that the run's config.json says what it trained.
     """
-    saved = int((getattr(hf_config, CONFIG_KEY, None) or {}).get("num_registers", 0))
+    stored = getattr(hf_config, CONFIG_KEY, None) or {}
+    saved = int(stored.get("num_registers", 0))
     if saved and config.num_registers != saved:
         raise RegtuneError(
             f"model '{config.model}' has {saved} trained registers; train it with --registers {saved}, "
             f"not {config.num_registers}"
         )
+    if saved:
+        ours, theirs = config.registers().to_dict(), RegisterConfig.from_dict(stored).to_dict()
+        differ = [key for key in ours if key != "init_std" and ours[key] != theirs[key]]
+        if differ:
+            given = ", ".join(f"{key} {ours[key]!r} (saved: {theirs[key]!r})" for key in differ)
+            raise RegtuneError(f"model '{config.model}' has trained registers with other settings: {given}")
     return saved
 
 
@@ -235,7 +244,8 @@ def _check_loaded_registers(model: PreTrainedModel, loading: dict[str, Any], nam
     """The task's Auto class built the folder's ``regtune_<family>`` class, which attached ``count``
     registers (uninitialised); make sure their tensor came from the file."""
     module = get_register_module(model)
-    missing = [k for k in loading.get("missing_keys", ()) if k.endswith(f"{MODULE_NAME}.tokens")]
+    # Every register tensor (tokens, and layer_tokens / slot_identity) must have come from the file.
+    missing = [k for k in loading.get("missing_keys", ()) if f"{MODULE_NAME}." in k]
     if module is None or module.num_registers != count or missing:
         raise RegtuneError(
             f"model '{name}': its {count} registers did not load (a folder saved by an older regtune? "
