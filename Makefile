@@ -12,7 +12,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -122,6 +122,33 @@ explain-study-xling: setup
 	cp -r $(XLING_EXPLAIN_DIR)/analyze $(XLING_RESULTS)/analyze-ar
 	rm -rf $(XLING_RESULTS)/explain-ar/cache
 	gzip -9 $(XLING_RESULTS)/explain-ar/attributions.json
+
+# Issue #14 §2 stage 1: screening the register levers of docs/results/register-levers/README.md on the held-out
+# 10 % of each training file (no dev file is read), MiniLM, seeds 1-3; TyDi en 1 epoch, SST-2 600 steps.
+# Hours on 2 CPU cores; run it again to resume. `make levers-screen-tydi` or `-sst2` runs one task.
+LEVERS_DIR ?= runs/levers
+LEVERS_SEEDS ?= 1,2,3
+PRE_STEPS ?= 300
+SCREEN_tydi = --train $(DATA_DIR)/en/train.json --epochs 1
+SCREEN_sst2 = --train $(SST2_DATA)/train.tsv --max-steps 600
+SPLIT_tydi = train.json
+SPLIT_sst2 = train.jsonl
+LEVER = $(VENV)/bin/regtune sweep --select-on validation --seeds $(LEVERS_SEEDS) --no-progress
+levers-screen-%: setup
+	$(LEVER) $(SCREEN_$*) --registers 0,8 --register-init trunc_normal,orthogonal,vocab \
+		--output-dir $(LEVERS_DIR)/$*/init
+	$(LEVER) $(SCREEN_$*) --registers 8 --register-identity learned --output-dir $(LEVERS_DIR)/$*/identity
+	$(LEVER) $(SCREEN_$*) --registers 8 --register-depth all --output-dir $(LEVERS_DIR)/$*/depth
+	$(LEVER) $(SCREEN_$*) --registers 8 --register-lr 1e-3 --output-dir $(LEVERS_DIR)/$*/rlr
+	$(LEVER) $(SCREEN_$*) --registers 0,24 --train-only registers+head --output-dir $(LEVERS_DIR)/$*/tuning
+	$(LEVER) $(SCREEN_$*) --registers 0 --peft prompt --peft-size 24 --output-dir $(LEVERS_DIR)/$*/prompt
+	$(LEVER) $(SCREEN_$*) --registers 0 --peft lora --peft-size 1 --output-dir $(LEVERS_DIR)/$*/lora
+	for tau in 0 8; do test -f $(LEVERS_DIR)/$*/pre$$tau/metrics.json || $(VENV)/bin/regtune pretrain \
+		--registers $$tau --text $(LEVERS_DIR)/$*/init/data/$(SPLIT_$*) --max-steps $(PRE_STEPS) --no-progress \
+		--output-dir $(LEVERS_DIR)/$*/pre$$tau --resume || exit 1; done
+	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre0/model --registers 0 --output-dir $(LEVERS_DIR)/$*/pre0-ft
+	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre8/model --registers 8 --output-dir $(LEVERS_DIR)/$*/pre8-ft
+study-levers-screen: levers-screen-tydi levers-screen-sst2
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).
