@@ -83,3 +83,14 @@ def test_push_checks_its_arguments_and_fails_offline_in_one_line(
     assert cli.main(["push", str(model), "me/model", "--token", "hf_fake"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("regtune: error: cannot push")
+
+
+def test_a_sweep_cell_of_one_seed_gets_a_card_line_without_an_interval() -> None:
+    from regtune.tasks import get_task
+    from regtune.training.model_card import sweep_score_lines
+
+    task = get_task("qa")
+    one_seed = {"mean": 61.5, "ci_low": None, "ci_high": None, "n_seeds": 1}
+    cell = {"metrics": {"f1": one_seed, "exact_match": one_seed}, "n_questions": 440, "vs_tau0": {"f1": None}}
+    lines = sweep_score_lines(task, cell, {"f1": 61.5, "exact_match": 50.0})
+    assert lines[0].startswith("- **F1**: 61.50 [one seed: no CI] over n_seeds = 1 runs")

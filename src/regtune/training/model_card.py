@@ -155,13 +155,15 @@ def sweep_score_lines(task: Task, cell: Mapping[str, Any], own: Mapping[str, Any
     for name in task.metrics:
         m = cell["metrics"][name]
         label = task.metric_labels[name]
+        # One finished seed has no interval over seeds (the report leaves its bounds empty).
+        interval = f"{m['ci_low']:.2f}, {m['ci_high']:.2f}" if m["ci_low"] is not None else "one seed: no CI"
         line = (
-            f"- **{label}**: {m['mean']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] over n_seeds = "
+            f"- **{label}**: {m['mean']:.2f} [{interval}] over n_seeds = "
             f"{m['n_seeds']} runs of this configuration (95 % interval over seeds and {cell['n_questions']} "
             f"dev {task.unit}s); this model alone: {own.get(name, float('nan')):.2f}"
         )
         delta = (cell.get("vs_tau0") or {}).get(name)
-        if delta and delta.get("delta") is not None:
+        if delta and delta.get("delta") is not None and delta.get("ci_low") is not None:
             line += (
                 f"; Δ vs τ=0 {delta['delta']:+.2f} [{delta['ci_low']:+.2f}, {delta['ci_high']:+.2f}], "
                 f"Holm p {delta['p_holm']:.3g}"
