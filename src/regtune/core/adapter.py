@@ -85,29 +85,44 @@ def is_adapter(path: str | Path) -> bool:
 
 def load_adapter(path: str | Path, **from_pretrained_kwargs: Any) -> PreTrainedModel:
     """The model an adapter folder describes: its base model's weights plus the saved trained tensors."""
+    from regtune.core.registers import CONFIG_KEY, RegisterConfig, _attach
+
+    path = Path(path)
+    model, info = load_base_model(
+        path, ADAPTER_FILE, "base_model", "regtune adapter", **from_pretrained_kwargs
+    )
+    config = model.config
+    _attach(model, RegisterConfig.from_dict(getattr(config, CONFIG_KEY, None) or {}), initialize=False)
+    _put_tensors(model, load_file(str(path / ADAPTER_WEIGHTS)), info.get("missing_keys", []), path)
+    return model
+
+
+def load_base_model(
+    path: Path, meta_file: str, base_key: str, what: str, **from_pretrained_kwargs: Any
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The task model an adapter folder describes, holding its base model's weights (the head still new):
+    the class and config from the folder's ``config.json``, the base named under ``base_key`` in its
+    ``meta_file``. Shared by regtune's adapters and PEFT's (regtune.core.peft_adapter)."""
     import transformers
 
     from regtune.core.hub import resolve_model_name
-    from regtune.core.registers import CONFIG_KEY, RegisterConfig, _attach, _quiet_transformers
+    from regtune.core.registers import _quiet_transformers
 
-    path = Path(path)
     try:
-        meta = json.loads((path / ADAPTER_FILE).read_text(encoding="utf-8"))
-        base = resolve_model_name(meta["base_model"])
+        meta = json.loads((path / meta_file).read_text(encoding="utf-8"))
+        base = resolve_model_name(meta[base_key])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RegtuneError(f"{path / ADAPTER_FILE}: not a readable regtune adapter ({err})") from err
+        raise RegtuneError(f"{path / meta_file}: not a readable {what} ({err})") from err
     config = AutoConfig.from_pretrained(path)
     model_cls = getattr(transformers, (config.architectures or [""])[0], None)
     if model_cls is None:
         raise RegtuneError(f"{path}: config.json names no known architecture ({config.architectures})")
     from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
-    with _quiet_transformers():
-        model, info = model_cls.from_pretrained(
+    with _quiet_transformers():  # the head is new on the base: the adapter holds its trained copy
+        loaded = model_cls.from_pretrained(
             base, config=config, output_loading_info=True, **from_pretrained_kwargs
         )
-    _attach(model, RegisterConfig.from_dict(getattr(config, CONFIG_KEY, None) or {}), initialize=False)
-    _put_tensors(model, load_file(str(path / ADAPTER_WEIGHTS)), info.get("missing_keys", []), path)
-    return model
+    return loaded
 
 
 def _put_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], missing: list[str], path: Path) -> None:

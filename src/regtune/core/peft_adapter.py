@@ -24,14 +24,12 @@ positions n.. : that is what prompt tuning is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel
 
 from regtune.core.errors import RegtuneError
 
@@ -159,31 +157,16 @@ def load_peft_adapter(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Mod
     """The model a :func:`save_peft_adapter` folder describes: its base model's weights, the task head
     class from ``config.json``, the registers it was trained with, then PEFT's adapter and
     :func:`align_with_text`. Inference mode: nothing trains."""
-    import transformers
     from peft import PeftModel
 
-    from regtune.core.hub import resolve_model_name
-    from regtune.core.registers import (
-        CONFIG_KEY,
-        RegisterConfig,
-        _attach,
-        _quiet_transformers,
-        get_register_module,
-    )
+    from regtune.core.adapter import load_base_model
+    from regtune.core.registers import CONFIG_KEY, RegisterConfig, _attach, get_register_module
 
     path = Path(path)
-    try:
-        meta = json.loads((path / PEFT_CONFIG_FILE).read_text(encoding="utf-8"))
-        base = resolve_model_name(meta["base_model_name_or_path"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RegtuneError(f"{path / PEFT_CONFIG_FILE}: not a readable PEFT adapter ({err})") from err
-    config = AutoConfig.from_pretrained(path)
-    model_cls = getattr(transformers, (config.architectures or [""])[0], None)
-    if model_cls is None:
-        raise RegtuneError(f"{path}: config.json names no known architecture ({config.architectures})")
-    from_pretrained_kwargs.update(use_safetensors=True, trust_remote_code=False)
-    with _quiet_transformers():  # the head is new on the base: the adapter holds its trained copy
-        model: PreTrainedModel = model_cls.from_pretrained(base, config=config, **from_pretrained_kwargs)
+    model, _ = load_base_model(
+        path, PEFT_CONFIG_FILE, "base_model_name_or_path", "PEFT adapter", **from_pretrained_kwargs
+    )
+    config = model.config
     if get_register_module(model) is None:
         # Initialised, not left empty: the adapter's modules_to_save copy is the one in use, but
         # disable_adapter() would read these.
