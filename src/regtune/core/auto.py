@@ -8,7 +8,9 @@ the stock format. This is the standard custom-model pattern of ``transformers``,
   model classes (base model, question answering, sequence classification, masked LM for the encoders,
   causal LM for the decoders).
   ``AutoModelForQuestionAnswering.from_pretrained(run/model)`` then builds the stock class with the
-  registers attached and loaded: the same model as :func:`regtune.load_model`;
+  registers attached and loaded: the same model as :func:`regtune.load_model`. (Folders of
+  ``--train-only`` and ``--peft`` runs hold only their trained tensors, as PEFT adapters do: load those
+  with :func:`regtune.load_model`, which puts them back onto their base model);
 * **without it**, ``transformers`` refuses the folder loudly ("model type `regtune_bert` ... not
   recognize[d]") instead of silently loading a different model without registers.
 
