@@ -94,3 +94,17 @@ def test_a_sweep_cell_of_one_seed_gets_a_card_line_without_an_interval() -> None
     cell = {"metrics": {"f1": one_seed, "exact_match": one_seed}, "n_questions": 440, "vs_tau0": {"f1": None}}
     lines = sweep_score_lines(task, cell, {"f1": 61.5, "exact_match": 50.0})
     assert lines[0].startswith("- **F1**: 61.50 [one seed: no CI] over n_seeds = 1 runs")
+
+
+def test_push_takes_an_adapter_folder_and_still_refuses_one_without_weights(
+    finished_run: FinishedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    adapter = tmp_path / "adapter"
+    shutil.copytree(finished_run.dir / "model", adapter)
+    (adapter / "model.safetensors").rename(adapter / "adapter_model.safetensors")  # a --train-only folder
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert cli.main(["push", str(adapter), "me/model", "--token", "hf_fake"]) == 2
+    assert "cannot push" in capsys.readouterr().err  # got past the folder check, to the (offline) upload
+    (adapter / "adapter_model.safetensors").unlink()
+    assert cli.main(["push", str(adapter), "me/model"]) == 2
+    assert "missing model.safetensors" in capsys.readouterr().err

@@ -31,7 +31,12 @@ def check_folder(folder: Path) -> None:
     """A model folder regtune wrote: weights, config and a model card."""
     if not folder.is_dir():
         raise RegtuneError(f"{folder}: no such folder")
-    missing = [n for n in ("config.json", "model.safetensors", "README.md") if not (folder / n).exists()]
+    # A --train-only or --peft run's folder holds only its trained tensors, as a PEFT adapter does.
+    weights = next(
+        (n for n in ("model.safetensors", "adapter_model.safetensors") if (folder / n).exists()),
+        "model.safetensors",
+    )
+    missing = [n for n in ("config.json", weights, "README.md") if not (folder / n).exists()]
     if missing:
         raise RegtuneError(f"{folder}: not a regtune model folder (missing {', '.join(missing)})")
 
