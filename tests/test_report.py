@@ -318,6 +318,22 @@ def test_register_only_axes_share_one_tau0_run_and_compare_with_it(tmp_path: Pat
     assert sum("tau0" in spec.run_id for spec in lr_sweep.runs()) == 2
 
 
+def test_cells_carry_their_runs_register_similarity_where_every_run_recorded_it(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    sweep = make_sweep(root, taus=(0, 8), seeds=(1, 2), devs=("en",), effects={})
+    for spec, value in zip(
+        [s for s in sweep.runs() if s.point["num_registers"] == 8], (0.9, 0.5), strict=True
+    ):
+        path = spec.eval_dir("en") / "metrics.json"
+        atomic_write_json(path, {**json.loads(path.read_text()), "register_similarity": value})
+    analysis = analyze_sweep(root, n_boot=100)
+    assert find_cell(analysis, "en", num_registers=8)["register_similarity"] == {
+        "mean": pytest.approx(0.7),
+        "per_seed": [0.9, 0.5],
+    }
+    assert find_cell(analysis, "en", num_registers=0)["register_similarity"] is None  # none recorded
+
+
 def test_select_on_validation_picks_the_best_validation_tau(tmp_path: Path) -> None:
     root = tmp_path / "s"
     # τ=32 is best on the held-out split (where the choice is made), τ=8 on en (which must not matter).

@@ -367,8 +367,23 @@ def _summarize_cell(ctx: _Context, cell: dict[str, Any]) -> None:
         )
         cell["metrics"][metric] = _summary_dict(summary)
     cell["vs_tau0"] = dict.fromkeys(metrics)
+    cell["register_similarity"] = _register_similarity(ctx.root, cell)
     if len(runs) < 2:
         ctx.notes.append(f"{_cell_label(cell)}: one finished seed, so no seed spread and no CI.")
+
+
+def _register_similarity(root: Path, cell: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cell's register diversity figure: each run's ``register_similarity`` (mean off-diagonal
+    cosine of its registers' last hidden states; 1 = copies) and their mean; None where runs lack it
+    (τ < 2, or runs trained before regtune recorded it)."""
+    values = []
+    for run_id in cell["runs"]:
+        path = root / "runs" / run_id / "evals" / cell["dev"] / "metrics.json"
+        value = _read_json(path, "scores").get("register_similarity") if path.is_file() else None
+        if value is None:
+            return None
+        values.append(float(value))
+    return {"mean": sum(values) / len(values), "per_seed": values} if values else None
 
 
 def _group_cells(
