@@ -63,7 +63,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from regtune.core.errors import DataError, RegtuneError
 from regtune.core.hub import load_tokenizer, resolve_model_name
-from regtune.core.io import atomic_write_json
+from regtune.core.io import atomic_write_json, read_utf8_text
 from regtune.core.registers import CONFIG_KEY, _quiet_transformers, add_registers_with
 from regtune.tasks import get_task, infer_task
 from regtune.training.config import environment_versions
@@ -97,18 +97,7 @@ HELDOUT_BATCH = 16
 
 def read_plain_text(path: str | Path) -> list[str]:
     """The non-blank lines of a UTF-8 text file, stripped: one passage each."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8; save the file as UTF-8") from None
+    text = read_utf8_text(path)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from regtune.core.errors import DataError
-from regtune.core.io import atomic_write_text
+from regtune.core.io import atomic_write_text, read_utf8_text
 from regtune.tasks.base import Skip, TaskData
 
 logger = logging.getLogger(__name__)
@@ -68,19 +68,7 @@ def file_format(path: str | Path) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line}: not UTF-8 (byte {raw[err.start]:#04x}); save the file as UTF-8"
-        ) from None
+    text = read_utf8_text(path)
     if not text.strip():
         raise DataError(f"{path}: empty file")
     return text
