@@ -12,7 +12,7 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -148,7 +148,32 @@ levers-screen-%: setup
 		--output-dir $(LEVERS_DIR)/$*/pre$$tau --resume || exit 1; done
 	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre0/model --registers 0 --output-dir $(LEVERS_DIR)/$*/pre0-ft
 	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre8/model --registers 8 --output-dir $(LEVERS_DIR)/$*/pre8-ft
+	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 study-levers-screen: levers-screen-tydi levers-screen-sst2
+
+# Stage 2: the picks of stage 1 (frozen in $(LEVERS_DIR)/TASK/selection/, by the rule of $(LEVERS_PLAN)) and their
+# controls, seeds 1-5, each task's full default preset, scored on the official dev set; then the seed
+# project's recipe; then the tables (Holm across every confirmed pick) go to $(LEVERS_RESULTS).
+LEVERS_PLAN ?= docs/results/register-levers/plan.json
+LEVERS_RESULTS ?= docs/results/register-levers
+CONFIRM_tydi = --train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json
+CONFIRM_sst2 = --train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv
+CONFIRM = $(VENV)/bin/regtune sweep --seeds 1,2,3,4,5 --no-progress
+levers-confirm-%: setup
+	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
+	@test -f $(LEVERS_DIR)/$*/selection/confirm.tsv || { echo "screening of $* is not complete"; exit 2; }
+	while read -r name flags; do \
+		$(CONFIRM) $(CONFIRM_$*) $$flags --output-dir $(LEVERS_DIR)/$*/confirm/$$name || exit 1; \
+	done < $(LEVERS_DIR)/$*/selection/confirm.tsv
+levers-seed-recipe: setup
+	$(CONFIRM) --preset seed --registers 0,5 --train $(DATA_DIR)/en/train.json \
+		--dev $(DATA_DIR)/en/dev.json,$(DATA_DIR)/en/dev.seed-single-reference.json \
+		--output-dir $(LEVERS_DIR)/seed-recipe
+study-levers: study-levers-screen levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe
+	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --output $(LEVERS_RESULTS)/confirmation
+	for task in tydi sst2; do mkdir -p $(LEVERS_RESULTS)/screening-$$task && \
+		cp $(LEVERS_DIR)/$$task/selection/screening.* $(LEVERS_RESULTS)/screening-$$task/ || exit 1; done
+	$(VENV)/bin/regtune report $(LEVERS_DIR)/seed-recipe --export $(LEVERS_RESULTS)/seed-recipe
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).

@@ -68,6 +68,7 @@ def test_every_option_has_help() -> None:
         "sweep",
         "report",
         "compare",
+        "select",
         "explain",
         "analyze",
         "push",

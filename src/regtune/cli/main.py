@@ -1,5 +1,5 @@
 """``regtune`` command line: a thin dispatcher over one module per command (train, pretrain, evaluate,
-predict, sweep, report, explain, analyze, push), each a thin layer over the library.
+predict, sweep, report, compare, select, explain, analyze, push), each a thin layer over the library.
 
 User mistakes (bad files, bad options) print one line ``regtune: error: ...`` and exit with status 2;
 nothing the user did wrong shows a traceback.
@@ -15,7 +15,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from regtune import __version__
-from regtune.cli import analyze, compare, evaluate, explain, predict, pretrain, push, report, sweep, train
+from regtune.cli import (
+    analyze,
+    compare,
+    evaluate,
+    explain,
+    predict,
+    pretrain,
+    push,
+    report,
+    select,
+    sweep,
+    train,
+)
 from regtune.core.errors import RegtuneError
 
 EXIT_USER_ERROR = 2
@@ -41,6 +53,7 @@ COMMANDS: dict[str, ModuleType] = {
     "sweep": sweep,
     "report": report,
     "compare": compare,
+    "select": select,
     "explain": explain,
     "analyze": analyze,
     "push": push,

@@ -31,6 +31,10 @@ from regtune.reporting.report import (
 )
 
 
+class NoFinishedRun(RegtuneError):
+    """An arm none of whose runs has finished (a study stage that has not run yet)."""
+
+
 @dataclass(frozen=True)
 class ArmSpec:
     """A sweep folder and the grid values its runs must have."""
@@ -85,7 +89,7 @@ def _arm_scores(arm: ArmSpec, dev: str) -> tuple[Any, dict[Any, tuple[str, Mappi
         path = spec.eval_dir(dev) / sweep.task.per_example_file
         by_seed[seed] = (spec.run_id, _read_json(path, f"per-{sweep.task.unit} scores"))
     if not by_seed:
-        raise RegtuneError(f"arm '{arm.label()}': no finished run matches")
+        raise NoFinishedRun(f"arm '{arm.label()}': no finished run matches")
     return sweep.task, by_seed
 
 
@@ -110,6 +114,11 @@ def compare_arms(
         "dev": dev,
         "seeds": seeds,
         "seeds_left_out": sorted(set(treated_runs) ^ set(control_runs), key=str),
+        # Run ids per seed, so a reader can find each side's runs (their metrics.json, register diversity).
+        "runs": {
+            "treated": [treated_runs[s][0] for s in seeds],
+            "control": [control_runs[s][0] for s in seeds],
+        },
         "metrics": {},
     }
     for metric in task.metrics:

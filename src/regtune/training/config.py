@@ -43,7 +43,11 @@ class TrainConfig(GenerativeQAOptions, ClassificationOptions, QAOptions):
     num_registers: int = field(default=0, metadata={"help": "Number of register tokens (τ)."})
     register_placement: str = field(default="prepend", metadata={"help": "'prepend' or 'after_cls'."})
     register_init: str = field(
-        default="trunc_normal", metadata={"help": "'trunc_normal', 'tiny_normal', 'vocab'."}
+        default="trunc_normal",
+        metadata={
+            "help": "'trunc_normal', 'tiny_normal', 'vocab' (rows of the vocabulary) or 'orthogonal' "
+            "(orthonormal directions at the token-embedding norm)."
+        },
     )
     register_lr: float | None = field(default=None, metadata={"help": "LR of the registers (None: --lr)."})
     register_depth: str = field(

@@ -1,0 +1,196 @@
+"""regtune select: a pre-registered study's screening picks (by the plan's rule) and its confirmation.
+
+The sweeps are written by hand (``test_report.make_sweep``, no training) with known injected effects on
+the held-out split ("validation") and on the official dev file ("en"), so which arms the rule must pick
+is known before the code runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regtune.cli import main as cli
+from regtune.core.errors import RegtuneError
+from regtune.core.io import atomic_write_json
+from regtune.reporting import selection
+from regtune.reporting.selection import Rule, load_plan, minimum_detectable_effect, pick
+from test_report import make_sweep
+
+V = "validation"
+#: Injected F1 gains (0..1) on the held-out split: better > good > 0 > bad; the comparator beats them all.
+SCREEN_EFFECTS = {"good": 0.04, "better": 0.08, "bad": -0.04, "comparator": 0.15}
+
+
+def _plan(path: Path, **rule: Any) -> Path:
+    arms = [
+        {"id": 1, "name": "control", "arm": "base", "flags": "--registers 0"},
+        *(
+            {"id": i, "name": name, "arm": name, "control": 1, "lever": name != "comparator",
+             "flags": f"--registers 8 --model {{screen}}/{name}"}
+            for i, name in enumerate(SCREEN_EFFECTS, start=2)
+        ),
+    ]  # fmt: skip
+    plan = {"rule": {"seeds": 3, **rule}, "tasks": {"tydi": _TASK}, "arms": arms}
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    return path
+
+
+_TASK = {"metric": "f1", "screen_dev": V, "confirm_dev": "en"}
+
+
+def _screening(root: Path, names: tuple[str, ...] = ("base", *SCREEN_EFFECTS)) -> Path:
+    for name in names:
+        tau = 0 if name == "base" else 8
+        effect = SCREEN_EFFECTS.get(name, 0.0)
+        make_sweep(root / "tydi" / name, taus=(tau,), devs=("en",), select_on=V, effects={(tau, V): effect})
+    return root
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("selection")
+    return _plan(base / "plan.json"), _screening(base / "runs")
+
+
+def test_the_rule_picks_the_two_largest_positive_levers_and_never_a_comparator(screened) -> None:
+    plan_file, root = screened
+    result = selection.screen(load_plan(plan_file), root, "tydi", n_boot=500)
+    rows = {row["name"]: row for row in result["rows"]}
+    assert result["complete"] and [r["n_seeds"] for r in rows.values()] == [3, 3, 3, 3]
+    # The injected ordering shows in the measured Δ, and the comparator's is the largest of all ...
+    assert rows["comparator"]["delta"] > rows["better"]["delta"] > rows["good"]["delta"] > 0
+    assert rows["bad"]["delta"] < 0
+    # ... but the picks are the two best levers, largest first.
+    assert result["picks"] == [3, 2]
+    assert rows["good"]["mde"] == pytest.approx(
+        minimum_detectable_effect(rows["good"]["ci_low"], rows["good"]["ci_high"])
+    )
+
+
+def test_one_pick_when_the_rule_allows_one(screened, tmp_path: Path) -> None:
+    _, root = screened
+    plan = load_plan(_plan(tmp_path / "plan.json", max_picks=1))
+    assert selection.screen(plan, root, "tydi", n_boot=200)["picks"] == [3]
+
+
+def test_ties_go_to_fewer_trainable_parameters_then_the_lower_id() -> None:
+    rows = [
+        {"id": 2, "lever": True, "delta": 1.004, "trainable_parameters": 9_000},
+        {"id": 3, "lever": True, "delta": 0.996, "trainable_parameters": 500},  # equal at 0.01 points
+        {"id": 4, "lever": True, "delta": 1.0, "trainable_parameters": 500},
+        {"id": 5, "lever": False, "delta": 5.0, "trainable_parameters": 1},
+        {"id": 6, "lever": True, "delta": 0.0, "trainable_parameters": 1},  # not > 0
+        {"id": 7, "lever": True, "delta": None, "trainable_parameters": 1},  # not run
+    ]
+    assert pick(rows, Rule(max_picks=2)) == [3, 4]
+    assert pick(rows, Rule(max_picks=5)) == [3, 4, 2]
+    assert pick(rows, Rule(max_picks=2, min_delta=2.0)) == []
+
+
+def test_an_unfinished_screening_picks_nothing_and_writes_no_confirm_list(tmp_path: Path) -> None:
+    plan = load_plan(_plan(tmp_path / "plan.json"))
+    root = _screening(tmp_path / "runs", names=("base", "good", "bad"))
+    result = selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
+    assert not result["complete"] and result["picks"] is None
+    assert [r["status"] for r in result["rows"]] == ["done", "not run", "done", "not run"]
+    out = root / "tydi" / "selection"
+    assert "Screening incomplete" in (out / "screening.md").read_text()
+    assert not (out / "confirm.tsv").exists()
+
+
+def test_complete_picks_are_frozen_and_list_the_sweeps_to_confirm(tmp_path: Path) -> None:
+    plan_file = _plan(tmp_path / "plan.json")
+    root = _screening(tmp_path / "runs")
+    plan = load_plan(plan_file)
+    selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
+    lines = (root / "tydi" / "selection" / "confirm.tsv").read_text().splitlines()
+    # Controls first, each sweep once; {screen} becomes the task's screening folder.
+    assert lines == [
+        "control --registers 0",
+        f"better --registers 8 --model {root / 'tydi'}/better",
+        f"good --registers 8 --model {root / 'tydi'}/good",
+    ]
+    table = (root / "tydi" / "selection" / "screening.md").read_text()
+    assert table.count("**picked**") == 2 and "| comparator |" in table
+    # A changed plan (here: the rule) may not re-decide a complete screening.
+    changed = load_plan(_plan(plan_file, max_picks=1))
+    with pytest.raises(RegtuneError, match="were frozen from a complete screening"):
+        selection.freeze(changed, root, selection.screen(changed, root, "tydi", n_boot=200))
+
+
+def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
+    plan_file = _plan(tmp_path / "plan.json", confirm_seeds=5)
+    root = _screening(tmp_path / "runs")
+    plan = load_plan(plan_file)
+    selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
+    confirm = root / "tydi" / "confirm"
+    seeds = (1, 2, 3, 4, 5)
+    make_sweep(confirm / "control", taus=(0,), seeds=seeds, devs=("en",))
+    make_sweep(confirm / "better", taus=(8,), seeds=seeds, devs=("en",), effects={(8, "en"): 0.08})
+    partial = selection.confirm(plan, root, n_boot=500)
+    assert not partial["complete"] and [r["status"] for r in partial["rows"]] == ["done", "not run"]
+    make_sweep(confirm / "good", taus=(8,), seeds=seeds, devs=("en",), effects={(8, "en"): 0.0})
+    result = selection.confirm(plan, root, n_boot=500)
+    assert result["complete"] and result["picks"] == {"tydi": [3, 2]}
+    better, good = result["rows"]
+    assert better["delta"] > 4 and better["p_holm"] < 0.05 and better["n_seeds"] == 5
+    assert good["ci_low"] < 0 < good["ci_high"]
+    # Holm with two tests: the smaller p doubles, the larger is at least that.
+    low, high = sorted((better, good), key=lambda r: r["p_value"])
+    assert low["p_holm"] == pytest.approx(min(1.0, 2 * low["p_value"]))
+    assert high["p_holm"] >= low["p_holm"]
+    selection.write_confirmation(plan, result, tmp_path / "out")
+    assert "Holm across every row" in (tmp_path / "out" / "confirmation.md").read_text()
+
+
+def test_run_figures_come_from_the_runs_metrics(tmp_path: Path) -> None:
+    plan = load_plan(_plan(tmp_path / "plan.json"))
+    root = _screening(tmp_path / "runs")
+    for i, run in enumerate(sorted((root / "tydi" / "good" / "runs").iterdir())):
+        atomic_write_json(run / "metrics.json", {"trainable_parameters": 1000 + i})
+        atomic_write_json(run / "evals" / V / "metrics.json", {"f1": 1.0, "register_similarity": 0.5})
+    row = next(r for r in selection.screen(plan, root, "tydi", n_boot=200)["rows"] if r["name"] == "good")
+    assert row["trainable_parameters"] == pytest.approx(1001) and row["register_similarity"] == 0.5
+    assert row["control_register_similarity"] is None  # τ=0 has no registers to compare
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["arms"][1].update(control=99), "control 99 is not another arm"),
+        (lambda p: p["arms"][1].update(name="control"), "id or name is used twice"),
+        (lambda p: p["arms"][1].update(name="Good Arm"), "lower-case letters"),
+        (lambda p: p["arms"][1].pop("control"), "a lever needs a control"),
+        (lambda p: p["arms"][1].update(colour="red"), "unexpected keyword argument 'colour'"),
+        (lambda p: p.pop("arms"), "needs 'tasks'"),
+    ],
+)
+def test_bad_plans_are_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
+    path = _plan(tmp_path / "plan.json")
+    plan = json.loads(path.read_text())
+    edit(plan)
+    path.write_text(json.dumps(plan))
+    with pytest.raises(RegtuneError, match=message):
+        load_plan(path)
+
+
+def test_cli_screens_confirms_and_refuses_bad_input(screened, tmp_path: Path, capsys) -> None:
+    plan_file, root = screened
+    out = tmp_path / "confirmation"
+    assert (
+        cli.main(["select", str(plan_file), "--root", str(root), "--n-boot", "200", "--output", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "tydi: 4 of 4 comparisons screened, picks ['better', 'good']" in printed
+    # The picks' confirmation sweeps have not run: the table lists them as such and says it is incomplete.
+    table = (out / "confirmation.md").read_text()
+    assert "**incomplete**" in table and table.count("| not run |") == 2
+    assert cli.main(["select", str(plan_file), "--root", str(root), "--task", "sst2"]) == cli.EXIT_USER_ERROR
+    assert "no task 'sst2'" in capsys.readouterr().err
+    (tmp_path / "broken.json").write_text("{")
+    assert cli.main(["select", str(tmp_path / "broken.json"), "--root", str(root)]) == cli.EXIT_USER_ERROR
