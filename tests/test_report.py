@@ -332,6 +332,12 @@ def test_cells_carry_their_runs_register_similarity_where_every_run_recorded_it(
         "per_seed": [0.9, 0.5],
     }
     assert find_cell(analysis, "en", num_registers=0)["register_similarity"] is None  # none recorded
+    # The page's per-dev table shows it per cell: 0.70 for τ=8, – for τ=0.
+    page = render_html(analysis, ["scores.png", "scores.svg"], [])
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("Results per dev file")[1], re.S)
+    header, *body = (re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S) for row in rows)
+    column = header.index("register similarity")
+    assert [cells[column] for cells in body if len(cells) == len(header)] == ["–", "0.70"]
 
 
 def test_select_on_validation_picks_the_best_validation_tau(tmp_path: Path) -> None:

@@ -1076,9 +1076,12 @@ def _dev_table(analysis: Mapping[str, Any], dev: str) -> str:
             ("num", escape(cell["axes"][TAU])),
             ("num", escape(_join(cell["seeds"]))),
             ("num", escape(cell["n_questions"])),
+            # .get: a summary.json written before register_similarity existed renders as well.
+            ("num", escape(_num((cell.get("register_similarity") or {}).get("mean")))),
         ]
         rows += _metric_rows(analysis, lead, cell)
-    return table([*others, "τ", "seeds", f"{_unit(analysis)}s", *_METRIC_COLUMNS], rows)
+    head = [*others, "τ", "seeds", f"{_unit(analysis)}s", "register similarity", *_METRIC_COLUMNS]
+    return table(head, rows)
 
 
 def _overview_table(analysis: Mapping[str, Any], metric: str) -> str:
@@ -1308,6 +1311,9 @@ def _reading_aid(analysis: Mapping[str, Any]) -> str:
         "never below p (Holm); trust a single language's result only where it stays small.",
         "<em>std</em> is the seed-to-seed standard deviation of a cell's score. With few seeds it "
         "dominates the CIs; more seeds narrow them most.",
+        "<em>register similarity</em> is the mean off-diagonal cosine of the registers' last hidden "
+        "states (mean over seeds): 1 means the registers are copies of one another, lower means a lever "
+        "kept them apart. Measured on each run's first dev file, so other files show –, as does τ &lt; 2.",
     ]
     if analysis.get("averages"):
         items.append(
