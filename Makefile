@@ -133,7 +133,7 @@ SCREEN_tydi = --train $(DATA_DIR)/en/train.json --epochs 1
 SCREEN_sst2 = --train $(SST2_DATA)/train.tsv --max-steps 600
 SPLIT_tydi = train.json
 SPLIT_sst2 = train.jsonl
-LEVER = $(VENV)/bin/regtune sweep --select-on validation --seeds $(LEVERS_SEEDS) --no-progress
+LEVER = $(VENV)/bin/regtune sweep --select-on validation --seeds $(LEVERS_SEEDS) --no-progress --jobs 2
 levers-screen-%: setup
 	$(LEVER) $(SCREEN_$*) --registers 0,8 --register-init trunc_normal,orthogonal,vocab \
 		--output-dir $(LEVERS_DIR)/$*/init
@@ -158,7 +158,7 @@ LEVERS_PLAN ?= docs/results/register-levers/plan.json
 LEVERS_RESULTS ?= docs/results/register-levers
 CONFIRM_tydi = --train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json
 CONFIRM_sst2 = --train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv
-CONFIRM = $(VENV)/bin/regtune sweep --seeds 1,2,3,4,5 --no-progress
+CONFIRM = $(VENV)/bin/regtune sweep --seeds 1,2,3,4,5 --no-progress --jobs 2
 levers-confirm-%: setup
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 	@test -f $(LEVERS_DIR)/$*/selection/confirm.tsv || { echo "screening of $* is not complete"; exit 2; }

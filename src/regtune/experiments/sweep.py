@@ -462,6 +462,8 @@ def _run_job(spec_data: dict[str, Any], scored: dict[str, str], threads: int | N
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    # Bars of parallel workers would interleave on one terminal; the sweep's own bar counts finished runs.
+    hf_logging.disable_progress_bar()
     spec = RunSpec(spec_data["run_id"], spec_data["point"], TrainConfig.from_dict(spec_data["config"]))
     run_one(spec, scored)
     return spec.run_id
