@@ -116,10 +116,21 @@ def test_complete_picks_are_frozen_and_list_the_sweeps_to_confirm(tmp_path: Path
     ]
     table = (root / "tydi" / "selection" / "screening.md").read_text()
     assert table.count("**picked**") == 2 and "| comparator |" in table
-    # A changed plan (here: the rule) may not re-decide a complete screening.
+    # The same plan and runs again: the frozen decision comes back, and a deleted confirm.tsv is rewritten.
+    (root / "tydi" / "selection" / "confirm.tsv").unlink()
+    again = selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
+    assert again["picks"] == [3, 2]
+    assert (root / "tydi" / "selection" / "confirm.tsv").read_text().splitlines() == lines
+    # A changed plan (here: the rule) may not re-decide a complete screening, nor tabulate its confirmation.
     changed = load_plan(_plan(plan_file, max_picks=1))
-    with pytest.raises(RegtuneError, match="were frozen from a complete screening"):
+    with pytest.raises(RegtuneError, match="were frozen from a complete screening under another version"):
         selection.freeze(changed, root, selection.screen(changed, root, "tydi", n_boot=200))
+    with pytest.raises(RegtuneError, match="frozen under another version"):
+        selection.confirm(changed, root, n_boot=200)
+    # The same plan (hashed when it was loaded) over runs that would now pick otherwise (here: faked).
+    redone = {**selection.screen(plan, root, "tydi", n_boot=200), "picks": [2]}
+    with pytest.raises(RegtuneError, match=r"frozen from a complete screening; this one would pick \[2\]"):
+        selection.freeze(plan, root, redone)
 
 
 def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
@@ -165,8 +176,12 @@ def test_run_figures_come_from_the_runs_metrics(tmp_path: Path) -> None:
         (lambda p: p["arms"][1].update(name="control"), "id or name is used twice"),
         (lambda p: p["arms"][1].update(name="Good Arm"), "lower-case letters"),
         (lambda p: p["arms"][1].pop("control"), "a lever needs a control"),
-        (lambda p: p["arms"][1].update(colour="red"), "unexpected keyword argument 'colour'"),
+        (lambda p: p["arms"][1].update(colour="red"), "arm #2 of 'arms': .*unexpected keyword arg.*'colour'"),
+        (lambda p: p["arms"][1].update(name=7), "'name', 'arm' and 'flags' are strings"),
         (lambda p: p.pop("arms"), "needs 'tasks'"),
+        (lambda p: p.update(tasks=["tydi"]), "needs 'tasks'"),
+        (lambda p: p["rule"].update(tie=0), "tie must be > 0"),
+        (lambda p: p["rule"].update(seeds="3"), "whole numbers >= 1"),
     ],
 )
 def test_bad_plans_are_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
@@ -174,8 +189,9 @@ def test_bad_plans_are_refused_in_one_line(tmp_path: Path, edit, message: str) -
     plan = json.loads(path.read_text())
     edit(plan)
     path.write_text(json.dumps(plan))
-    with pytest.raises(RegtuneError, match=message):
+    with pytest.raises(RegtuneError, match=message) as err:
         load_plan(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
 
 
 def test_cli_screens_confirms_and_refuses_bad_input(screened, tmp_path: Path, capsys) -> None:
@@ -194,3 +210,16 @@ def test_cli_screens_confirms_and_refuses_bad_input(screened, tmp_path: Path, ca
     assert "no task 'sst2'" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text("{")
     assert cli.main(["select", str(tmp_path / "broken.json"), "--root", str(root)]) == cli.EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'broken.json'}: not a readable JSON plan" in err
+
+
+def test_a_plan_that_does_not_fit_the_runs_names_the_plan_and_the_arm(screened, tmp_path: Path) -> None:
+    _, root = screened
+    path = _plan(tmp_path / "plan.json")
+    plan = json.loads(path.read_text())
+    plan["tasks"]["tydi"]["metric"] = "f2"
+    path.write_text(json.dumps(plan))
+    with pytest.raises(RegtuneError, match=r"task 'tydi', arm 2 \(good\): metric 'f2' is not one") as err:
+        selection.screen(load_plan(path), root, "tydi", n_boot=200)
+    assert str(err.value).startswith(f"{path}: ")

@@ -85,12 +85,13 @@ class Plan:
     rule: Rule
     tasks: dict[str, TaskPlan]
     arms: list[Arm] = field(default_factory=list)
+    digest: str = ""  # sha256 of the bytes that were parsed (not of the file as it is later)
 
     def arm(self, arm_id: int) -> Arm:
         return next(a for a in self.arms if a.id == arm_id)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return self.digest
 
 
 # --- the plan file ----------------------------------------------------------------------------------------
@@ -100,21 +101,46 @@ def load_plan(path: str | Path) -> Plan:
     """Read and check a plan file; every mistake is one line naming the file and the arm or task."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()  # hashed and parsed from the same bytes
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise RegtuneError(f"{path}: no such plan file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RegtuneError(f"{path}: not a readable JSON plan ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("arms"), list) or not data.get("tasks"):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("arms"), list)
+        or not isinstance(data.get("tasks"), dict)
+        or not data["tasks"]
+    ):
         raise ConfigError(f"{path}: a plan needs 'tasks' (an object) and 'arms' (a list)")
+    where = "rule"
     try:
         rule = Rule(**data.get("rule", {}))
-        tasks = {name: TaskPlan(name=name, **spec) for name, spec in data["tasks"].items()}
-        arms = [Arm(**spec) for spec in data["arms"]]
+        tasks = {}
+        for name, spec in data["tasks"].items():
+            where = f"task '{name}'"
+            tasks[name] = TaskPlan(name=name, **spec)
+        arms = []
+        for i, spec in enumerate(data["arms"], start=1):
+            where = f"arm #{i} of 'arms'"
+            arms.append(Arm(**spec))
     except TypeError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}: {where}: {err}") from None
+    _check_rule(path, rule)
     _check_arms(path, arms)
-    return Plan(path, rule, tasks, arms)
+    return Plan(path, rule, tasks, arms, hashlib.sha256(raw).hexdigest())
+
+
+def _check_rule(path: Path, rule: Rule) -> None:
+    numbers = (rule.min_delta, rule.tie)
+    counts = (rule.max_picks, rule.seeds, rule.confirm_seeds)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+        raise ConfigError(f"{path}: rule: min_delta and tie are numbers")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts):
+        raise ConfigError(f"{path}: rule: max_picks, seeds and confirm_seeds are whole numbers >= 1")
+    if rule.tie <= 0:
+        raise ConfigError(f"{path}: rule: tie must be > 0 (the resolution at which Δs tie)")
 
 
 def _check_arms(path: Path, arms: Sequence[Arm]) -> None:
@@ -122,6 +148,8 @@ def _check_arms(path: Path, arms: Sequence[Arm]) -> None:
     names = [a.name for a in arms]
     for arm in arms:
         where = f"{path}: arm {arm.id} ({arm.name})"
+        if not isinstance(arm.id, int) or not all(isinstance(v, str) for v in (arm.name, arm.arm, arm.flags)):
+            raise ConfigError(f"{where}: 'id' is a whole number; 'name', 'arm' and 'flags' are strings")
         if ids.count(arm.id) > 1 or names.count(arm.name) > 1:
             raise ConfigError(f"{where}: its id or name is used twice")
         if not _NAME.match(arm.name):
@@ -168,9 +196,11 @@ def _screen_row(plan: Plan, folder: Path, spec: TaskPlan, arm: Arm, n_boot: int,
         return {**row, "status": "not run"}
     try:
         result = compare_arms(treated_spec, control_spec, spec.screen_dev, n_boot=n_boot, seed=seed)
+        return {**row, **_comparison_row(result, spec.metric, treated_spec, control_spec)}
     except NoFinishedRun:
         return {**row, "status": "not run"}
-    return {**row, **_comparison_row(result, spec.metric, treated_spec, control_spec)}
+    except RegtuneError as err:
+        raise RegtuneError(f"{plan.path}: task '{spec.name}', arm {arm.id} ({arm.name}): {err}") from None
 
 
 def _comparison_row(
@@ -255,12 +285,21 @@ def freeze(plan: Plan, root: Path, result: dict[str, Any]) -> dict[str, Any]:
     out = root / result["task"] / SELECTION_DIR
     old = _read(out / "screening.json")
     if old.get("complete"):
-        if old.get("picks") != result["picks"] or old.get("plan_sha256") != result["plan_sha256"]:
+        frozen = (
+            f"{out / 'screening.json'}: the picks {old.get('picks')} were frozen from a complete screening"
+        )
+        if old.get("plan_sha256") != result["plan_sha256"]:
             raise RegtuneError(
-                f"{out / 'screening.json'}: the picks {old.get('picks')} were frozen from a complete "
-                f"screening; this one would pick {result['picks']} (or the plan changed). Keep the first "
-                "decision, or move the folder away to start a new study"
+                f"{frozen} under another version of {plan.path} (sha256 {str(old.get('plan_sha256'))[:12]}); "
+                "restore that plan, or move the folder away to start a new study"
             )
+        if old.get("picks") != result["picks"]:
+            raise RegtuneError(
+                f"{frozen}; this one would pick {result['picks']}. Keep the first decision, or move the "
+                "folder away to start a new study"
+            )
+        if not (out / "confirm.tsv").is_file():  # deleted by hand: the frozen picks still say what to run
+            atomic_write_text(out / "confirm.tsv", confirm_list(plan, root, old))
         return old
     atomic_write_json(out / "screening.json", result)
     atomic_write_text(out / "screening.md", screening_markdown(plan, result))
@@ -294,6 +333,11 @@ def confirm(plan: Plan, root: Path, *, n_boot: int = 10_000, seed: int = 0) -> d
     screened: dict[str, Any] = {}
     for task, spec in plan.tasks.items():
         frozen = _read(root / task / SELECTION_DIR / "screening.json")
+        if frozen.get("complete") and frozen.get("plan_sha256") != plan.sha256():
+            raise RegtuneError(
+                f"{root / task / SELECTION_DIR / 'screening.json'}: its picks were frozen under another "
+                f"version of {plan.path}; restore that plan to tabulate their confirmation"
+            )
         screened[task] = frozen.get("picks") if frozen.get("complete") else None
         for arm_id in screened[task] or []:
             rows.append(_confirm_row(plan, root / task / CONFIRM_DIR, task, spec, arm_id, n_boot, seed))
@@ -321,9 +365,12 @@ def _confirm_row(
         return {**row, "status": "not run"}
     try:
         result = compare_arms(treated_spec, control_spec, spec.confirm_dev, n_boot=n_boot, seed=seed)
+        compared = _comparison_row(result, spec.metric, treated_spec, control_spec)
     except NoFinishedRun:
         return {**row, "status": "not run"}
-    compared = _comparison_row(result, spec.metric, treated_spec, control_spec)
+    except RegtuneError as err:
+        where = f"{plan.path}: task '{task}', confirming arm {arm.id} ({arm.name})"
+        raise RegtuneError(f"{where}: {err}") from None
     return {**row, "dev": spec.confirm_dev, **compared}
 
 
