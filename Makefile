@@ -12,6 +12,10 @@ DATA_DIR ?= ../shared/data/tydiqa-goldp
 DEMO_DIR ?= runs/demo-minilm-tau8
 PYTEST_ARGS ?=
 
+# The studies' stages depend on one another's files (screening picks before confirmation), and two trainings
+# at once would only share the same cores: never run targets in parallel, even under make -j.
+.NOTPARALLEL:
+
 .PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
@@ -163,7 +167,7 @@ levers-confirm-%: setup
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 	@test -f $(LEVERS_DIR)/$*/selection/confirm.tsv || { echo "screening of $* is not complete"; exit 2; }
 	while read -r name flags; do \
-		$(CONFIRM) $(CONFIRM_$*) $$flags --output-dir $(LEVERS_DIR)/$*/confirm/$$name || exit 1; \
+		$(CONFIRM) $(CONFIRM_$*) $$flags --output-dir $(LEVERS_DIR)/$*/confirm/$$name </dev/null || exit 1; \
 	done < $(LEVERS_DIR)/$*/selection/confirm.tsv
 levers-seed-recipe: setup
 	$(CONFIRM) --preset seed --registers 0,5 --train $(DATA_DIR)/en/train.json \

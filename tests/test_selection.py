@@ -98,7 +98,7 @@ def test_an_unfinished_screening_picks_nothing_and_writes_no_confirm_list(tmp_pa
     assert not result["complete"] and result["picks"] is None
     assert [r["status"] for r in result["rows"]] == ["done", "not run", "done", "not run"]
     out = root / "tydi" / "selection"
-    assert "Screening incomplete" in (out / "screening.md").read_text()
+    assert "not yet: better (0), comparator (0)." in (out / "screening.md").read_text()
     assert not (out / "confirm.tsv").exists()
 
 
@@ -150,12 +150,39 @@ def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
     better, good = result["rows"]
     assert better["delta"] > 4 and better["p_holm"] < 0.05 and better["n_seeds"] == 5
     assert good["ci_low"] < 0 < good["ci_high"]
-    # Holm with two tests: the smaller p doubles, the larger is at least that.
+    # Holm with two tests: the smaller p doubles; the larger is max(its own p, the smaller's adjusted).
     low, high = sorted((better, good), key=lambda r: r["p_value"])
     assert low["p_holm"] == pytest.approx(min(1.0, 2 * low["p_value"]))
-    assert high["p_holm"] >= low["p_holm"]
+    assert high["p_holm"] == pytest.approx(max(high["p_value"], low["p_holm"]))
     selection.write_confirmation(plan, result, tmp_path / "out")
     assert "Holm across every row" in (tmp_path / "out" / "confirmation.md").read_text()
+
+
+def test_holm_pools_the_picks_of_every_task(tmp_path: Path) -> None:
+    import shutil
+
+    plan_file = _plan(tmp_path / "plan.json", confirm_seeds=3)
+    data = json.loads(plan_file.read_text())
+    data["tasks"]["other"] = _TASK
+    plan_file.write_text(json.dumps(data))
+    plan = load_plan(plan_file)
+    root = _screening(tmp_path / "runs")
+    shutil.copytree(root / "tydi", root / "other")
+    for task in ("tydi", "other"):
+        selection.freeze(plan, root, selection.screen(plan, root, task, n_boot=200))
+        for name, effect in (("control", 0.0), ("better", 0.03), ("good", 0.0)):
+            tau = 0 if name == "control" else 8
+            make_sweep(
+                root / task / "confirm" / name, taus=(tau,), devs=("en",), effects={(tau, "en"): effect},
+                data_seed=1 if task == "other" else 0,
+            )  # fmt: skip
+    result = selection.confirm(plan, root, n_boot=500)
+    assert [(r["task"], r["name"]) for r in result["rows"]] == [
+        ("tydi", "better"), ("tydi", "good"), ("other", "better"), ("other", "good"),
+    ]  # fmt: skip
+    # One family of four: the smallest p is multiplied by 4, not by 2 as a per-task family would.
+    smallest = min(result["rows"], key=lambda r: r["p_value"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, 4 * smallest["p_value"]))
 
 
 def test_run_figures_come_from_the_runs_metrics(tmp_path: Path) -> None:

@@ -420,7 +420,13 @@ def screening_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
         cells = [str(row["id"]), row["name"], str(row["control"]), *_arm_cells(row), role]
         lines.append("| " + " | ".join(cells) + " |")
     if result["picks"] is None:
-        tail = f"\nScreening incomplete: no picks until every arm has {rule.seeds} paired seeds.\n"
+        short = [
+            f"{r['name']} ({r.get('n_seeds', 0)})" for r in result["rows"] if r.get("n_seeds") != rule.seeds
+        ]
+        tail = (
+            f"\nScreening incomplete: no picks until every arm has exactly {rule.seeds} paired seeds; "
+            f"not yet: {', '.join(short)}.\n"
+        )
     elif not picks:
         tail = "\n**No lever beat its control; nothing goes on to confirmation for this task.**\n"
     else:
