@@ -591,3 +591,14 @@ def test_ray_resource_requests_that_cannot_be_met_fail_at_once() -> None:
         check_ray_resources(nodes, 16, 0)
     with pytest.raises(ConfigError, match=r"2 GPU\(s\).*has 1.*--gpus-per-run"):
         check_ray_resources(nodes, 1, 2)
+
+
+def test_a_last_partial_wave_of_runs_gets_the_idle_cores() -> None:
+    from regtune.experiments.sweep import wave_threads
+
+    assert wave_threads(4, 2, 2) == [1, 1, 1, 1]
+    assert wave_threads(3, 2, 2) == [1, 1, 2]  # the third run would otherwise leave a core idle
+    assert wave_threads(1, 2, 2) == [2]
+    assert wave_threads(5, 2, 16) == [8, 8, 8, 8, 16]
+    assert wave_threads(7, 3, 2) == [1, 1, 1, 1, 1, 1, 2]  # never 0 threads
+    assert wave_threads(0, 2, 2) == []

@@ -24,6 +24,9 @@ positions n.. : that is what prompt tuning is.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +143,15 @@ def align_with_text(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Hide the deprecation PEFT triggers in transformers (``is_gradient_checkpointing``) while it wraps
+    a model: a note for PEFT's authors, not for the user of a training run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def save_peft_adapter(model: nn.Module, folder: Path, base_model: str) -> None:
     """Write PEFT's adapter (``adapter_config.json`` naming ``base_model``, ``adapter_model.safetensors``
     with the adapter and the ``modules_to_save`` copies: task head, registers) and the task model's
@@ -147,7 +159,10 @@ def save_peft_adapter(model: nn.Module, folder: Path, base_model: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for peft_config in model.peft_config.values():
         peft_config.base_model_name_or_path = base_model  # resolved again when loaded
-    model.save_pretrained(folder)
+    # The token embeddings never train under --peft (LoRA adapts query/value, prompt tuning has its own
+    # prompt module), so PEFT need not check whether to save them; its "auto" check looks the base model
+    # up by name, cannot resolve a regtune alias such as "minilm-l6", and warns on every save.
+    model.save_pretrained(folder, save_embedding_layers=False)
     inner = model.get_base_model()
     inner.config.architectures = [type(inner).__name__]  # the head load_peft_adapter rebuilds
     inner.config.save_pretrained(folder)
@@ -171,6 +186,7 @@ def load_peft_adapter(path: str | Path, **from_pretrained_kwargs: Any) -> nn.Mod
         # Initialised, not left empty: the adapter's modules_to_save copy is the one in use, but
         # disable_adapter() would read these.
         _attach(model, RegisterConfig.from_dict(getattr(config, CONFIG_KEY, None) or {}), initialize=True)
-    peft = PeftModel.from_pretrained(model, path).eval()
+    with quiet_peft():
+        peft = PeftModel.from_pretrained(model, path).eval()
     peft.requires_grad_(False)  # PEFT leaves a loaded prompt encoder trainable; this model is for inference
     return align_with_text(peft)

@@ -491,7 +491,8 @@ def run_sweep(
             per run, on the cluster at ``ray_address``, or a new local Ray instance when it is None).
         jobs: Parallel worker processes for the local launcher.
         threads: torch threads per run (default: torch's own for one job; cores / jobs for ``jobs``
-            processes; 1 per Ray task). On Ray it is also the CPUs each task reserves.
+            processes, more for the runs of a last, partial wave (:func:`wave_threads`); 1 per Ray
+            task). On Ray it is also the CPUs each task reserves.
         gpus_per_run: GPUs each Ray task reserves (e.g. 1, or 0.25 to share a GPU between four runs).
         on_run_done: Called with each run id as it finishes (progress reporting, tests).
     """
@@ -507,8 +508,6 @@ def run_sweep(
     scored = sweep.scored_files()
     specs = sweep.runs()
     todo = [s for s in specs if not run_finished(s, scored)]
-    if threads is None and launcher == "local" and jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
 
     from tqdm.auto import tqdm
 
@@ -546,6 +545,18 @@ def run_sweep(
     return rows
 
 
+def wave_threads(runs: int, jobs: int, cores: int) -> list[int]:
+    """Torch threads for each of ``runs`` similar runs on ``jobs`` workers sharing ``cores``.
+
+    The runs go in waves of ``jobs``; each gets cores // jobs threads, except the last, partial wave,
+    whose runs split the cores among fewer: a sweep of 3 runs with 2 jobs on 2 cores runs its third run
+    alone, which on 1 thread would leave a core idle for a whole run.
+    """
+    tail = runs % jobs
+    full, partial = max(1, cores // jobs), max(1, cores // tail) if tail else 0
+    return [full if i < runs - tail else partial for i in range(runs)]
+
+
 def _run_in_processes(
     todo: Sequence[RunSpec],
     scored: dict[str, str],
@@ -556,10 +567,13 @@ def _run_in_processes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    per_run = [threads] * len(todo) if threads else wave_threads(len(todo), jobs, os.cpu_count() or 1)
     # spawn, not fork: torch's thread pools and tokenizers' threads do not survive a fork.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_job, _spec_data(spec), scored, threads) for spec in todo]
+        futures = [
+            pool.submit(_run_job, _spec_data(spec), scored, n) for spec, n in zip(todo, per_run, strict=True)
+        ]
         try:
             for future in as_completed(futures):
                 done(future.result())

@@ -23,7 +23,7 @@ from torch import nn
 
 from regtune.core.auto import family_type
 from regtune.core.errors import ConfigError, RegtuneError
-from regtune.core.peft_adapter import align_with_text
+from regtune.core.peft_adapter import align_with_text, quiet_peft
 from regtune.core.registers import MODULE_NAME
 
 if TYPE_CHECKING:
@@ -111,7 +111,9 @@ def apply_peft(model: nn.Module, config: TrainConfig, task: Task) -> nn.Module:
             num_layers=hf_config.num_hidden_layers,
             num_attention_heads=hf_config.num_attention_heads,
         )
-    return align_with_text(get_peft_model(model, peft_config))
+    with quiet_peft():
+        peft_model = get_peft_model(model, peft_config)
+    return align_with_text(peft_model)
 
 
 def _check_positions(hf_config: object, config: TrainConfig) -> None:
