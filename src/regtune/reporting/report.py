@@ -1313,7 +1313,8 @@ def _reading_aid(analysis: Mapping[str, Any]) -> str:
         "dominates the CIs; more seeds narrow them most.",
         "<em>register similarity</em> is the mean off-diagonal cosine of the registers' last hidden "
         "states (mean over seeds): 1 means the registers are copies of one another, lower means a lever "
-        "kept them apart. Measured on each run's first dev file, so other files show –, as does τ &lt; 2.",
+        "kept them apart. Measured once per run, on its first dev file, and shown in every file's rows; "
+        "– for τ &lt; 2.",
     ]
     if analysis.get("averages"):
         items.append(
