@@ -116,6 +116,10 @@ def test_complete_picks_are_frozen_and_list_the_sweeps_to_confirm(tmp_path: Path
     ]
     table = (root / "tydi" / "selection" / "screening.md").read_text()
     assert table.count("**picked**") == 2 and "| comparator |" in table
+    # The forest plot beside the table: PNG and SVG, linked from it.
+    assert "](screening.png)" in table
+    png = (root / "tydi" / "selection" / "screening.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and (root / "tydi" / "selection" / "screening.svg").is_file()
     # The same plan and runs again: the frozen decision comes back, and a deleted confirm.tsv is rewritten.
     (root / "tydi" / "selection" / "confirm.tsv").unlink()
     again = selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
@@ -155,7 +159,10 @@ def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
     assert low["p_holm"] == pytest.approx(min(1.0, 2 * low["p_value"]))
     assert high["p_holm"] == pytest.approx(max(high["p_value"], low["p_holm"]))
     selection.write_confirmation(plan, result, tmp_path / "out")
-    assert "Holm across every row" in (tmp_path / "out" / "confirmation.md").read_text()
+    table = (tmp_path / "out" / "confirmation.md").read_text()
+    assert "Holm across every row" in table and "](confirmation.png)" in table
+    svg = (tmp_path / "out" / "confirmation.svg").read_text()
+    assert "tydi: better" in svg and "tydi: good" in svg  # one labelled line per pick
 
 
 def test_holm_pools_the_picks_of_every_task(tmp_path: Path) -> None:

@@ -302,6 +302,8 @@ def freeze(plan: Plan, root: Path, result: dict[str, Any]) -> dict[str, Any]:
             atomic_write_text(out / "confirm.tsv", confirm_list(plan, root, old))
         return old
     atomic_write_json(out / "screening.json", result)
+    title = f"{result['task']}: arm − control on {result['dev']} ({result['metric']})"
+    plot_differences(result["rows"], result["picks"] or [], title, out, "screening")
     atomic_write_text(out / "screening.md", screening_markdown(plan, result))
     if result["complete"]:
         atomic_write_text(out / "confirm.tsv", confirm_list(plan, root, result))
@@ -419,6 +421,8 @@ def screening_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
         role = "**picked**" if row["id"] in picks else ("lever" if row["lever"] else "comparator")
         cells = [str(row["id"]), row["name"], str(row["control"]), *_arm_cells(row), role]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(row["status"] == "done" for row in result["rows"]):
+        lines.insert(0, "![Δ of every arm against its control, with 95 % CIs](screening.png)\n")
     if result["picks"] is None:
         short = [
             f"{r['name']} ({r.get('n_seeds', 0)})" for r in result["rows"] if r.get("n_seeds") != rule.seeds
@@ -452,6 +456,8 @@ def confirmation_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
         for task, picks in result["picks"].items()
     ]
     status = "complete" if result["complete"] else "**incomplete** (p Holm provisional)"
+    if any(row["status"] == "done" for row in result["rows"]):
+        lines.insert(0, "![Δ of every pick against its control, with 95 % CIs](confirmation.png)\n")
     return (
         f"Confirmation on the official dev sets ({status}); Holm across every row.\n\n"
         + "\n".join(lines)
@@ -463,4 +469,36 @@ def confirmation_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
 
 def write_confirmation(plan: Plan, result: Mapping[str, Any], out: Path) -> None:
     atomic_write_json(out / "confirmation.json", result)
+    rows = [{**row, "name": f"{row['task']}: {row['name']}"} for row in result["rows"]]
+    plot_differences(rows, [], "picks − controls on the official dev sets", out, "confirmation")
     atomic_write_text(out / "confirmation.md", confirmation_markdown(plan, result))
+
+
+def plot_differences(
+    rows: Sequence[Mapping[str, Any]], picks: Sequence[int], title: str, folder: Path, stem: str
+) -> list[str]:
+    """A forest plot: one line per finished comparison, Δ with its 95 % CI against the zero line; picks
+    in colour. Written as ``folder/stem.png`` and ``.svg``; nothing when no comparison has finished."""
+    from regtune.reporting.plots import colours, new_figure, save_png_and_svg
+
+    done = [row for row in rows if row.get("status") == "done"]
+    if not done:
+        return []
+    figure = new_figure(6.4, 0.9 + 0.32 * len(done))
+    axes = figure.add_subplot()
+    palette = dict(zip(("picked", "lever", "comparator"), [*colours(2), "grey"], strict=True))
+    for y, row in enumerate(reversed(done)):
+        low, high = row["ci_low"], row["ci_high"]
+        kind = "picked" if row["id"] in picks else ("lever" if row.get("lever", True) else "comparator")
+        if low is not None and high is not None:
+            axes.plot([low, high], [y, y], color=palette[kind], linewidth=2)
+        axes.plot(row["delta"], y, "o", color=palette[kind], label=kind)
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one legend entry per kind present
+    if len(unique) > 1:
+        axes.legend(unique.values(), unique.keys(), fontsize="small", loc="best")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_yticks(range(len(done)), [f"{row['id']} {row['name']}" for row in reversed(done)])
+    axes.set_xlabel("Δ (points), 95 % CI over seeds and examples")
+    axes.set_title(title, fontsize="medium")
+    return save_png_and_svg(figure, folder, stem)
