@@ -483,11 +483,7 @@ def run_explain(
     Every question is attributed and scored; the HTML pages show the first ``page_questions`` of them
     (a 200-question, 3-method comparison page would be ~15 MB), and attributions.json holds them all.
     """
-    import logging
-
-    from regtune import __version__
     from regtune.core.hub import load_tokenizer
-    from regtune.core.io import atomic_write_json
     from regtune.core.registers import load_model
 
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
@@ -511,31 +507,8 @@ def run_explain(
     labels = labels or default_labels(*models)
     check_labels(labels, len(models))
     tokenizer = load_tokenizer(model)
-    data = task.read_for_model(dev, models[0], strict=strict)
-    if not data.examples:
-        raise RegtuneError(f"{dev}: no usable {task.unit}s")
-    examples = select_examples(data.examples, num_examples, seed)
-    logger = logging.getLogger(__name__)
-    if compare and len(examples) < min(MIN_COMPARE_QUESTIONS, len(data.examples)):
-        logger.warning(
-            "comparing on %d questions; use at least %d (or --num-examples 0 for all) for results to report",
-            len(examples),
-            MIN_COMPARE_QUESTIONS,
-        )
-    inputs = task.explain_inputs(examples, tokenizer, models[0])
-    resolved = {
-        "regtune_version": __version__,
-        "models": {
-            label: str(Path(path).resolve()) for label, path in zip(labels, [model, compare], strict=False)
-        },
-        "model_fingerprints": [fingerprint(p) for p in (model, compare) if p],
-        "dev": str(Path(dev).resolve()),
-        "dev_fingerprint": fingerprint(dev),
-        "num_questions": len(inputs),
-        "question_ids": [i.question_id for i in inputs],
-        **task.input_settings(models[0]),
-        "explain": config.to_dict(),
-    }
+    inputs = _sample_inputs(task, models[0], tokenizer, dev, config, compare=bool(compare), strict=strict)
+    resolved = _resolved_settings(task, models[0], config, inputs, labels, model, compare, dev)
     prepare_output_dir(output_dir, resolved)
     replace_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
     results = [
@@ -549,6 +522,90 @@ def run_explain(
         n_boot=n_boot,
         seed=seed,
     )
+    written = _write_results(output_dir, resolved, rows, labels, results)
+    written.update(
+        _write_pages(
+            output_dir,
+            task,
+            models[0],
+            config,
+            labels,
+            results,
+            rows,
+            inputs,
+            written["plot"],
+            dev,
+            page_questions,
+        )
+    )
+    return written
+
+
+def _sample_inputs(
+    task: Task,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    dev: str,
+    config: ExplainConfig,
+    *,
+    compare: bool,
+    strict: bool,
+) -> list[ExplainInput]:
+    """The fixed sample of ``dev``'s examples as the model's token sequences (one per example)."""
+    import logging
+
+    data = task.read_for_model(dev, model, strict=strict)
+    if not data.examples:
+        raise RegtuneError(f"{dev}: no usable {task.unit}s")
+    examples = select_examples(data.examples, config.num_examples, config.sample_seed)
+    if compare and len(examples) < min(MIN_COMPARE_QUESTIONS, len(data.examples)):
+        logging.getLogger(__name__).warning(
+            "comparing on %d questions; use at least %d (or --num-examples 0 for all) for results to report",
+            len(examples),
+            MIN_COMPARE_QUESTIONS,
+        )
+    return task.explain_inputs(examples, tokenizer, model)
+
+
+def _resolved_settings(
+    task: Task,
+    model: PreTrainedModel,
+    config: ExplainConfig,
+    inputs: Sequence[ExplainInput],
+    labels: Sequence[str],
+    model_path: str,
+    compare_path: str | None,
+    dev: str,
+) -> dict[str, Any]:
+    """What fixes this run's results; a rerun into the same folder must match it (see prepare_output_dir)."""
+    from regtune import __version__
+
+    return {
+        "regtune_version": __version__,
+        "models": {
+            label: str(Path(path).resolve())
+            for label, path in zip(labels, [model_path, compare_path], strict=False)
+        },
+        "model_fingerprints": [fingerprint(p) for p in (model_path, compare_path) if p],
+        "dev": str(Path(dev).resolve()),
+        "dev_fingerprint": fingerprint(dev),
+        "num_questions": len(inputs),
+        "question_ids": [i.question_id for i in inputs],
+        **task.input_settings(model),
+        "explain": config.to_dict(),
+    }
+
+
+def _write_results(
+    output_dir: Path,
+    resolved: dict[str, Any],
+    rows: list[dict[str, Any]],
+    labels: Sequence[str],
+    results: Sequence[Mapping[str, Sequence[QuestionResult]]],
+) -> dict[str, Path]:
+    """summary.json/.csv, attributions.json (every question) and the summary plot; returns them by name."""
+    from regtune.core.io import atomic_write_json
+
     written: dict[str, Path] = {}
     written["summary"] = atomic_write_json(output_dir / "summary.json", {"settings": resolved, "rows": rows})
     write_summary_csv(rows, output_dir / "summary.csv")
@@ -557,12 +614,7 @@ def run_explain(
         for label, res in zip(labels, results, strict=True)
     }
     written["attributions"] = atomic_write_json(output_dir / "attributions.json", attributions)
-    plot = plot_summary(rows, labels, output_dir / "summary.png")
-    written.update(
-        _write_pages(
-            output_dir, task, models[0], config, labels, results, rows, inputs, plot, dev, page_questions
-        )
-    )
+    written["plot"] = plot_summary(rows, labels, output_dir / "summary.png")
     return written
 
 
