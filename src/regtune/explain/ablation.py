@@ -52,6 +52,19 @@ def ablation_overrides(
     return values, None
 
 
+def _checked_choice(r: int, modes: Sequence[str], registers: Sequence[int] | None) -> list[int]:
+    """The registers to ablate one at a time, after checking the model has R > 0 and the modes are known."""
+    if r == 0:
+        raise RegtuneError("this model has no registers (τ=0): nothing to ablate; analyse a τ>0 model")
+    bad = [m for m in modes if m not in ABLATION_MODES]
+    if bad or not modes:
+        raise ConfigError(f"ablation modes must be a non-empty subset of {list(ABLATION_MODES)}, got {modes}")
+    chosen = list(range(r)) if registers is None else [int(i) for i in registers]
+    if any(not 0 <= i < r for i in chosen):
+        raise ConfigError(f"register indices must be in [0, {r}), got {chosen}")
+    return chosen
+
+
 def register_ablation(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -100,14 +113,7 @@ def register_ablation(
     """
     module = get_register_module(model)
     r = 0 if module is None else module.num_registers
-    if r == 0:
-        raise RegtuneError("this model has no registers (τ=0): nothing to ablate; analyse a τ>0 model")
-    bad = [m for m in modes if m not in ABLATION_MODES]
-    if bad or not modes:
-        raise ConfigError(f"ablation modes must be a non-empty subset of {list(ABLATION_MODES)}, got {modes}")
-    chosen = list(range(r)) if registers is None else [int(i) for i in registers]
-    if any(not 0 <= i < r for i in chosen):
-        raise ConfigError(f"register indices must be in [0, {r}), got {chosen}")
+    chosen = _checked_choice(r, modes, registers)
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     task = task_of_model(model.config)
     metrics, primary = task.metrics, task.metrics[0]
