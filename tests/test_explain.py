@@ -188,6 +188,24 @@ def test_ig_completeness(arch: str, num_registers: int) -> None:
     assert np.all(result.registers == 0)
 
 
+def test_ig_baseline_uses_the_given_pad_token_over_the_config(tokenizer) -> None:
+    # A converted model's config can name the wrong pad token (e5's says 0, XLM-R's <s>): the baseline
+    # must then be built from the pad id the caller gives (the tokenizer's), not from the config.
+    import warnings
+
+    model = _tiny_qa(tokenizer, 0)
+    [item] = build_explain_inputs([_example()], tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.config.pad_token_id = 0
+        default = IntegratedGradients(model, n_steps=8).attribute(item).extra["baseline_output"]
+        given = IntegratedGradients(model, n_steps=8, pad_id=5).attribute(item).extra["baseline_output"]
+        model.config.pad_token_id = 5
+        via_config = IntegratedGradients(model, n_steps=8).attribute(item).extra["baseline_output"]
+    assert given == pytest.approx(via_config, rel=1e-6)
+    assert given != pytest.approx(default, rel=1e-3)
+
+
 def test_ig_register_baseline_measures_the_registers(tokenizer) -> None:
     model = _tiny_qa(tokenizer, 3)
     [item] = build_explain_inputs([_example()], tokenizer)
@@ -484,6 +502,8 @@ def test_cli_explain_compare_end_to_end(
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["num_questions"] == 4
+    # IG's baseline token is the tokenizer's pad, recorded with the settings (a cache keyed on them).
+    assert summary["settings"]["explain"]["pad_token_id"] == load_tokenizer(str(saved_pair[0])).pad_token_id
     methods = {r["method"] for r in summary["rows"]}
     assert methods == {"ig", "attn-grad", "lrp"}
     assert any(r["metric"] == "agreement" for r in summary["rows"])

@@ -221,6 +221,9 @@ class IntegratedGradients(AttributionMethod):
         n_steps: Riemann steps of the path integral.
         internal_batch_size: Interpolation steps per forward pass.
         register_baseline: ``learned``, ``zero`` or ``mean``.
+        pad_id: The token that replaces the text in the baseline: the tokenizer's pad token. None falls
+            back to the model config's ``pad_token_id``, which a converted model may get wrong (the
+            converted multilingual-e5-small says 0, which is ``<s>`` in its XLM-R vocabulary).
     """
 
     name = "ig"
@@ -232,6 +235,7 @@ class IntegratedGradients(AttributionMethod):
         n_steps: int = 50,
         internal_batch_size: int = 16,
         register_baseline: RegisterBaseline = "learned",
+        pad_id: int | None = None,
     ) -> None:
         super().__init__(model)
         if register_baseline != "learned" and is_causal_model(model) and self.num_registers:
@@ -248,6 +252,8 @@ class IntegratedGradients(AttributionMethod):
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
         self.register_baseline = register_baseline
+        config_pad = model.config.pad_token_id
+        self.pad_id = pad_id if pad_id is not None else (config_pad if config_pad is not None else 0)
 
     def _baseline_registers(self) -> torch.Tensor | None:
         if self.num_registers == 0 or self.register_baseline == "learned":
@@ -264,7 +270,7 @@ class IntegratedGradients(AttributionMethod):
 
         model = self.model
         batch = inputs.batch(self.device)
-        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        pad_id = self.pad_id
         special = torch.tensor([k in ("cls", "sep") for k in inputs.kinds], device=self.device)
         baseline_ids = torch.where(special, batch["input_ids"], torch.full_like(batch["input_ids"], pad_id))
         baseline_regs = self._baseline_registers()

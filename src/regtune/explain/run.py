@@ -85,6 +85,10 @@ class ExplainConfig:
     )
     lrp_rule: str = field(default="attnlrp", metadata={"help": "LRP attention rule: attnlrp or cp."})
     n_boot: int = field(default=2000, metadata={"help": "Bootstrap replicates for the CIs."})
+    pad_token_id: int | None = field(
+        default=None,
+        metadata={"help": "IG baseline token for the text: the tokenizer's pad (None: the model config's)."},
+    )
 
     def __post_init__(self) -> None:
         self.methods = tuple(self.methods)
@@ -116,6 +120,7 @@ def make_method(name: str, model: PreTrainedModel, config: ExplainConfig) -> Att
             n_steps=config.n_steps,
             internal_batch_size=config.internal_batch_size,
             register_baseline=config.register_baseline,
+            pad_id=config.pad_token_id,
         )
     if name == "lrp":
         return cls(model, rule=config.lrp_rule)
@@ -489,6 +494,7 @@ def run_explain(
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     task = check_same_task(models)
     check_explainable(models, methods)
+    tokenizer = load_tokenizer(model)
     config = ExplainConfig(
         methods=tuple(methods),
         target=target or task.explain_targets[-1],
@@ -499,6 +505,7 @@ def run_explain(
         register_baseline=register_baseline,
         lrp_rule=lrp_rule,
         n_boot=n_boot,
+        pad_token_id=tokenizer.pad_token_id,
     )
     if config.target not in task.explain_targets:
         raise RegtuneError(f"--target {config.target}: a {task.name} model has {list(task.explain_targets)}")
@@ -506,7 +513,6 @@ def run_explain(
         check_same_inputs(models[0], models[1])
     labels = labels or default_labels(*models)
     check_labels(labels, len(models))
-    tokenizer = load_tokenizer(model)
     inputs = _sample_inputs(task, models[0], tokenizer, dev, config, compare=bool(compare), strict=strict)
     resolved = _resolved_settings(task, models[0], config, inputs, labels, model, compare, dev)
     prepare_output_dir(output_dir, resolved)
