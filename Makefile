@@ -117,7 +117,7 @@ XLING_EXPLAIN_DIR ?= runs/explain-xling-me5
 XLING_MODELS = --model $(XLING_DIR)/transfer-en/runs/tau0-seed1/model \
 	--compare $(XLING_DIR)/transfer-en/runs/tau8-seed1/model
 explain-study-xling: setup
-	$(VENV)/bin/regtune explain $(XLING_MODELS) --dev $(DATA_DIR)/ar/dev.json --num-examples 30 \
+	$(VENV)/bin/regtune explain $(XLING_MODELS) --dev $(DATA_DIR)/ar/dev.json --num-examples 200 \
 		--page-questions 20 --output-dir $(XLING_EXPLAIN_DIR)/explain
 	$(VENV)/bin/regtune analyze $(XLING_MODELS) --dev $(DATA_DIR)/ar/dev.json --num-examples 60 \
 		--output-dir $(XLING_EXPLAIN_DIR)/analyze
