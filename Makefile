@@ -133,6 +133,10 @@ explain-study-xling: setup
 LEVERS_DIR ?= runs/levers
 LEVERS_SEEDS ?= 1,2,3
 PRE_STEPS ?= 300
+# Amended 2026-11-30 before any of these arms ran (docs/results/register-levers/README.md, "Changes"):
+# frozen-backbone arms train every trainable tensor at 1e-3, and pretraining moves registers at 1e-3.
+FROZEN = --lr 1e-3
+PRE_REGISTER_LR = 1e-3
 SCREEN_tydi = --train $(DATA_DIR)/en/train.json --epochs 1
 SCREEN_sst2 = --train $(SST2_DATA)/train.tsv --max-steps 600
 SPLIT_tydi = train.json
@@ -142,13 +146,16 @@ levers-screen-%: setup
 	$(LEVER) $(SCREEN_$*) --registers 0,8 --register-init trunc_normal,orthogonal,vocab \
 		--output-dir $(LEVERS_DIR)/$*/init
 	$(LEVER) $(SCREEN_$*) --registers 8 --register-identity learned --output-dir $(LEVERS_DIR)/$*/identity
-	$(LEVER) $(SCREEN_$*) --registers 8 --register-depth all --output-dir $(LEVERS_DIR)/$*/depth
+	$(LEVER) $(SCREEN_$*) --registers 8 --register-depth all --register-init orthogonal \
+		--output-dir $(LEVERS_DIR)/$*/depth
 	$(LEVER) $(SCREEN_$*) --registers 8 --register-lr 1e-3 --output-dir $(LEVERS_DIR)/$*/rlr
-	$(LEVER) $(SCREEN_$*) --registers 0,24 --train-only registers+head --output-dir $(LEVERS_DIR)/$*/tuning
-	$(LEVER) $(SCREEN_$*) --registers 0 --peft prompt --peft-size 24 --output-dir $(LEVERS_DIR)/$*/prompt
-	$(LEVER) $(SCREEN_$*) --registers 0 --peft lora --peft-size 1 --output-dir $(LEVERS_DIR)/$*/lora
+	$(LEVER) $(SCREEN_$*) $(FROZEN) --registers 0,24 --train-only registers+head --register-init orthogonal \
+		--output-dir $(LEVERS_DIR)/$*/tuning
+	$(LEVER) $(SCREEN_$*) $(FROZEN) --registers 0 --peft prompt --peft-size 24 --output-dir $(LEVERS_DIR)/$*/prompt
+	$(LEVER) $(SCREEN_$*) $(FROZEN) --registers 0 --peft lora --peft-size 1 --output-dir $(LEVERS_DIR)/$*/lora
 	for tau in 0 8; do test -f $(LEVERS_DIR)/$*/pre$$tau/metrics.json || $(VENV)/bin/regtune pretrain \
-		--registers $$tau --text $(LEVERS_DIR)/$*/init/data/$(SPLIT_$*) --max-steps $(PRE_STEPS) --no-progress \
+		--registers $$tau --register-lr $(PRE_REGISTER_LR) --text $(LEVERS_DIR)/$*/init/data/$(SPLIT_$*) \
+		--max-steps $(PRE_STEPS) --no-progress \
 		--output-dir $(LEVERS_DIR)/$*/pre$$tau --resume || exit 1; done
 	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre0/model --registers 0 --output-dir $(LEVERS_DIR)/$*/pre0-ft
 	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre8/model --registers 8 --output-dir $(LEVERS_DIR)/$*/pre8-ft

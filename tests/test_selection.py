@@ -67,8 +67,18 @@ def test_the_rule_picks_the_two_largest_positive_levers_and_never_a_comparator(s
     # ... but the picks are the two best levers, largest first.
     assert result["picks"] == [3, 2]
     assert rows["good"]["mde"] == pytest.approx(
-        minimum_detectable_effect(rows["good"]["ci_low"], rows["good"]["ci_high"])
+        minimum_detectable_effect(rows["good"]["ci_low"], rows["good"]["ci_high"], 3)
     )
+
+
+def test_the_smallest_detectable_effect_uses_the_seed_level_t_distribution() -> None:
+    # A ±4.303 interval (t(0.975, 2) × SE 1) detects (4.303 + 1.061) SE with 3 seeds; a ±2.776 interval
+    # (SE 1 with 5 seeds) detects 3.717 SE; with many seeds it tends to the normal 1.96 + 0.84.
+    assert minimum_detectable_effect(-4.303, 4.303, 3) == pytest.approx(5.364, abs=2e-3)
+    assert minimum_detectable_effect(-2.776, 2.776, 5) == pytest.approx(3.717, abs=2e-3)
+    assert minimum_detectable_effect(-1.96, 1.96, 10_000) == pytest.approx(2.802, abs=2e-3)
+    assert minimum_detectable_effect(-1.0, 1.0, 1) is None
+    assert minimum_detectable_effect(None, 1.0, 3) is None
 
 
 def test_one_pick_when_the_rule_allows_one(screened, tmp_path: Path) -> None:
