@@ -267,3 +267,16 @@ def test_a_plan_that_does_not_fit_the_runs_names_the_plan_and_the_arm(screened, 
     with pytest.raises(RegtuneError, match=r"task 'tydi', arm 2 \(good\): metric 'f2' is not one") as err:
         selection.screen(load_plan(path), root, "tydi", n_boot=200)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def test_the_published_levers_plan_loads_and_its_confirmation_flags_are_sweep_options() -> None:
+    # The levers study's plan is read again, by the same code, when confirmation starts, hours after it
+    # was written: a typo in an arm's flags must fail here, not then.
+    plan = load_plan(Path(__file__).parents[1] / "docs/results/register-levers/plan.json")
+    parser = cli.build_parser()
+    for arm in plan.arms:
+        flags = arm.flags.replace("{screen}", "runs/levers/tydi").split()
+        args = parser.parse_args(
+            ["sweep", "--train", "t.json", "--seeds", "1", "--output-dir", "out", *flags]
+        )
+        assert args.registers, arm.name
