@@ -245,8 +245,9 @@ def minimum_detectable_effect(
     The interval's seed level is a Student t with ``n_seeds - 1`` degrees of freedom (see
     :func:`regtune.experiments.stats.compare`), so its half-width is ``t(0.975, df) × SE`` and the
     smallest detectable effect is ``(t(0.975, df) + t(0.80, df)) × SE``: 5.4 SE with 3 seeds, 3.7 SE
-    with 5, and 2.8 SE (the normal 1.96 + 0.84) as seeds grow. Approximate where question noise, which
-    is normal, dominates: there it overstates slightly.
+    with 5, and 2.8 SE (the normal 1.96 + 0.84) as seeds grow. Exact when seed noise dominates the
+    interval; when question noise (normal) does, the half-width is nearer 1.96 SE and this understates
+    the MDE, by at most 13 % with 3 seeds and 6 % with 5.
     """
     if ci_low is None or ci_high is None or n_seeds is None or n_seeds < 2:
         return None
