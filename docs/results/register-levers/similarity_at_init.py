@@ -8,13 +8,15 @@ its first step (same config, same seed, so the same register and head init) and 
 
     .venv/bin/python docs/results/register-levers/similarity_at_init.py runs/levers/tydi/init [...]
 
-prints one line per run (run id, similarity at init, after training) and writes nothing.
+prints one line per run (run id, similarity at init, after training); ``--plot FILE.png`` also draws each
+arm's seeds as a move from init to trained (one row per arm, the seed suffix dropped from the run id).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -56,12 +58,42 @@ def similarity_at_init(
     )
 
 
+def plot_moves(rows: list[tuple[str, float, float]], out: Path) -> None:
+    """One row per arm: each seed an arrow from its similarity at init to the one after training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms: dict[str, list[tuple[float, float]]] = {}
+    for run, before, after in rows:
+        arms.setdefault(re.sub(r"-seed\d+$", "", run), []).append((before, after))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(arms) + 1.2))
+    for y, moves in enumerate(arms.values()):
+        for k, (before, after) in enumerate(moves):
+            dy = y + (k - (len(moves) - 1) / 2) * 0.15  # seeds side by side within the arm's row
+            ax.annotate("", (after, dy), (before, dy), arrowprops={"arrowstyle": "->", "color": "C0"})
+            ax.plot([before], [dy], "o", color="C7", markersize=3)
+    ax.set_yticks(range(len(arms)), list(arms))
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.7, len(arms) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("register similarity (mean off-diagonal cosine, last layer; 1 = copies)")
+    ax.set_title("Register similarity at init (dot) and after training (arrow head), per seed")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folders (each with runs/)")
+    parser.add_argument("--plot", type=Path, help="also draw the moves to this PNG")
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()  # the load report of every rebuilt model would bury the table
     cache: dict[tuple[str, str], tuple[TaskData, TaskData]] = {}
+    rows: list[tuple[str, float, float]] = []
+    print("run\tat_init\tafter_training")
     for sweep in args.sweeps:
         for run_dir in sorted((sweep / "runs").iterdir()):
             metrics_file = run_dir / "metrics.json"
@@ -69,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # unfinished
             after = json.loads(metrics_file.read_text("utf-8")).get("register_similarity")
             before = similarity_at_init(run_dir, cache)
-            if before is not None:
-                print(f"{sweep.name}/{run_dir.name}\t{before:.4f}\t{after}")
+            if before is not None and after is not None:
+                rows.append((f"{sweep.name}/{run_dir.name}", before, after))
+                print(f"{rows[-1][0]}\t{before:.4f}\t{after:.4f}", flush=True)
+    if args.plot and rows:
+        plot_moves(rows, args.plot)
     return 0
 
 
