@@ -265,3 +265,17 @@ def test_classification_pools_the_last_real_text_token(family: str, left_pad: bo
     last = torch.full((3,), width - 1) if left_pad else width - 1 - mask.flip(-1).argmax(-1)
     expected = model.score(last_layer[torch.arange(3), last])  # (B, 3)
     assert (out.logits - expected).abs().max() <= TOL
+
+
+@families
+def test_a_deep_copy_of_a_causal_model_uses_its_own_registers(family: str) -> None:
+    import copy
+
+    model = add_registers(tiny_lm(family), TAU, init="orthogonal").eval()
+    twin = copy.deepcopy(model)
+    batch = tiny_prompts()
+    before = _logits(model, batch)
+    with torch.no_grad():
+        get_register_module(twin).tokens.zero_()
+    assert not torch.allclose(_real(_logits(twin, batch), batch), _real(before, batch), atol=TOL)
+    torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)

@@ -126,10 +126,10 @@ def test_mad_rule_flags_the_one_outlier_and_nothing_in_a_flat_layer() -> None:
         mad_outliers(values, k=0)
 
 
-@pytest.mark.parametrize("tau", [0, 3])
+@pytest.mark.parametrize(("tau", "depth"), [(0, "input"), (3, "input"), (3, "all")])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_analysis_on_every_architecture(arch: str, tau: int) -> None:
-    model = add_registers(tiny_model(arch), tau)
+def test_analysis_on_every_architecture(arch: str, tau: int, depth: str) -> None:
+    model = add_registers(tiny_model(arch), tau, depth=depth)
     inputs = inputs_for(arch)
     analysis = analyze_model(model, inputs, batch_size=3)
     layers, heads = 2, 4
@@ -265,6 +265,14 @@ def test_register_ablation_reports_every_register_and_mode(qa_setup: tuple, tmp_
         register_ablation(model, tokenizer, examples, settings, registers=[3])
     with pytest.raises(ConfigError):
         register_ablation(model, tokenizer, examples, settings, modes=["drop"])  # type: ignore[list-item]
+
+    # Deep registers: one row set per layer, each ablated (the core test checks every layer reads it).
+    deep = add_registers(copy.deepcopy(base), 2, init="orthogonal", depth="all")
+    rows = register_ablation(deep, tokenizer, examples, settings, n_boot=100, rng=0)
+    assert [(row["register"], row["mode"]) for row in rows["all"]] == [
+        (None, m) for m in ("zero", "mean", "mask")
+    ]
+    assert all(np.isfinite(row["per_question_f1"]).all() for row in [*rows["single"], *rows["all"]])
 
     # The ablation plot reads this dict.
     path = plot_ablation(json.loads(json.dumps(result)), tmp_path / PLOT_FILES["ablation"])

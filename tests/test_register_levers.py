@@ -3,6 +3,7 @@ identity. Each changes what it should and nothing else; τ=0 stays the stock mod
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForQuestionAnswering, TrainerCallback
 
-from regtune.core.errors import ConfigError
+from regtune.core.errors import ConfigError, RegtuneError
 from regtune.core.registers import (
     IDENTITY_SCALE,
     RegisterConfig,
@@ -19,9 +20,12 @@ from regtune.core.registers import (
     add_registers,
     get_register_module,
     load_model,
+    register_intervention,
     register_parameters,
     register_slice,
 )
+from regtune.explain.ablation import ablation_overrides
+from regtune.explain.methods import attention_gradient_rollout
 from tiny_causal import tiny_lm
 from tiny_models import ARCHS, HIDDEN, LAYERS, VOCAB, tiny_batch, tiny_model
 
@@ -337,7 +341,6 @@ def test_an_adapter_whose_base_is_gone_is_refused_in_one_line(make_config, tmp_p
     import json
 
     from regtune.core.adapter import ADAPTER_FILE
-    from regtune.core.errors import RegtuneError
     from regtune.training.trainer import train_model
 
     train_model(make_config(tmp_path / "run", train_only="registers+head", max_steps=1), progress=False)
@@ -379,11 +382,68 @@ def test_an_adapter_saved_from_a_model_whose_config_names_the_base_class_loads(t
         )
 
 
-def test_explain_refuses_per_layer_registers_in_one_line() -> None:
-    from regtune.core.errors import RegtuneError
-    from regtune.explain.run import check_same_task
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_values_override_on_deep_registers_reaches_every_layer(arch: str) -> None:
+    """A zero ablation of deep registers equals a model whose every register vector is zero."""
+    model = add_registers(tiny_model(arch), 3, depth="all", init="orthogonal").eval()
+    module = get_register_module(model)
+    assert module.rows_shape == (LAYERS, 3, HIDDEN) and module.learned_rows().shape == (LAYERS, 3, HIDDEN)
+    torch.testing.assert_close(module.learned_rows()[1:], module.layer_tokens.detach())
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        get_register_module(zeroed).tokens.zero_()
+        get_register_module(zeroed).layer_tokens.zero_()
+    seen = _layer_inputs(model)
+    batch = tiny_batch(arch)
+    with torch.no_grad(), register_intervention(model, values=torch.zeros(LAYERS, 3, HIDDEN)):
+        ablated = model(**batch).start_logits
+    rows = register_slice(3)
+    assert all(torch.equal(h[:, rows], torch.zeros_like(h[:, rows])) for h in seen)  # every layer
+    with torch.no_grad():
+        torch.testing.assert_close(ablated, zeroed(**batch).start_logits, atol=1e-6, rtol=0)
+        assert not torch.allclose(ablated, model(**batch).start_logits)  # the override is gone again
+    # One row set for a model that reads one per layer is a shape error, not a silent first-layer edit.
+    with (
+        pytest.raises(RegtuneError, match=r"\(D, R, H\), one set per layer"),
+        register_intervention(model, values=torch.zeros(3, HIDDEN)),
+    ):
+        pass
 
-    for options in ({"depth": "all"}, {"slot_identity": True}):
-        model = add_registers(tiny_model("bert"), 2, **options)
-        with pytest.raises(RegtuneError, match="do not yet read models with --register-depth all"):
-            check_same_task([model])
+
+def test_deep_register_ablations_replace_each_layers_rows() -> None:
+    stacked = torch.arange(24.0).reshape(2, 3, 4)  # (D, R, H)
+    values, _ = ablation_overrides(stacked, "mean", 1)
+    torch.testing.assert_close(values[:, 1], stacked.mean(dim=1))  # each layer's own mean
+    torch.testing.assert_close(values[:, [0, 2]], stacked[:, [0, 2]])
+    values, _ = ablation_overrides(stacked, "zero")
+    assert torch.equal(values, torch.zeros_like(stacked))
+    assert ablation_overrides(stacked, "mask", 2) == (None, [True, True, False])
+
+
+def test_explain_reads_deep_registers_but_refuses_what_would_mislead() -> None:
+    from regtune.explain.methods import IntegratedGradients
+    from regtune.explain.run import check_explainable, check_same_task
+
+    deep = add_registers(tiny_model("bert", task="qa"), 2, depth="all")
+    identity = add_registers(tiny_model("bert", task="qa"), 2, slot_identity=True)
+    assert check_same_task([deep, identity]).name == "qa"
+    check_explainable([deep], ["ig", "attn-grad"])
+    check_explainable([identity], ["lrp"])  # its rows still flow from layer to layer
+    with pytest.raises(RegtuneError, match="LRP is not available for deep registers"):
+        check_explainable([deep], ["lrp"])
+    IntegratedGradients(deep)  # the learned baseline holds every layer's registers fixed
+    with pytest.raises(ConfigError, match="can only keep the learned registers"):
+        IntegratedGradients(deep, register_baseline="zero")
+
+
+def test_attention_rollout_restarts_the_rows_deep_layers_read_anew() -> None:
+    """Position 0 is a deep register: what layer 1 reads there owes nothing to layer 0's attention."""
+    a = torch.full((1, 3, 3), 1 / 3)  # one head, uniform
+    g = torch.ones(1, 3, 3)
+    cam = torch.full((3, 3), 1 / 3)
+    r0 = torch.eye(3) + cam
+    fresh_r0 = r0.clone()
+    fresh_r0[0] = torch.eye(3)[0]
+    got = attention_gradient_rollout([a, a], [g, g], fresh=slice(0, 1))
+    torch.testing.assert_close(got, fresh_r0 + cam @ fresh_r0)
+    torch.testing.assert_close(attention_gradient_rollout([a, a], [g, g]), r0 + cam @ r0)

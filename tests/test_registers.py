@@ -499,3 +499,21 @@ def test_load_model_reads_every_file_from_one_revision_of_one_subfolder(tmp_path
     load_model(tmp_path, subfolder="sub", revision="main", token="hf_fake")
     assert {f for f, *_ in calls} >= {"model.safetensors.index.json", "model.safetensors"}
     assert all(tuple(rest) == ("main", "hf_fake", "sub") for _, *rest in calls), calls
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("depth", ["input", "all"])
+def test_a_deep_copy_uses_its_own_registers(arch: str, depth: str) -> None:
+    """copy.deepcopy (EMA, model soups) must not leave the copy's hooks on the original's registers."""
+    import copy
+
+    model = add_registers(tiny_model(arch), 3, init="orthogonal", depth=depth).eval()
+    twin = copy.deepcopy(model)
+    batch = tiny_batch(arch)
+    with torch.no_grad():
+        before = model(**batch).start_logits
+        torch.testing.assert_close(twin(**batch).start_logits, before, atol=0, rtol=0)
+        for tensor in register_parameters(twin):
+            tensor.zero_()
+        assert not torch.allclose(twin(**batch).start_logits, before)  # the copy reads its own zeros
+        torch.testing.assert_close(model(**batch).start_logits, before, atol=0, rtol=0)  # untouched

@@ -69,13 +69,15 @@ def _text_positions(kwargs: dict, n: int, text_past: int, device: torch.device) 
     return (torch.arange(n, device=device) + text_past).unsqueeze(0)
 
 
-def attach_causal(base: nn.Module, live: Callable[[], Any]) -> None:
-    """Install the prefill and output hooks on causal ``base``; ``live()`` gives the ``RegisterTokens`` in
-    use at each call (PEFT may swap in its trainable copy after the hooks are installed)."""
-    num = live().num_registers
+def attach_causal(base: nn.Module, live: Callable[[nn.Module], Any]) -> None:
+    """Install the prefill and output hooks on causal ``base``; ``live(base)`` gives the ``RegisterTokens``
+    in use at each call (PEFT may swap in its trainable copy after the hooks are installed). The hooks
+    read the model through the module they are called on, not through ``base``, so that a
+    ``copy.deepcopy`` of the model uses its own registers."""
+    num = live(base).num_registers
     inserted = {"now": False}  # whether the current forward call put the registers in
 
-    def prefill_or_decode(_base: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def prefill_or_decode(base: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         inserted["now"] = False
         if num == 0:
             return args, kwargs  # τ=0 is the stock model, bit for bit
@@ -93,7 +95,7 @@ def attach_causal(base: nn.Module, live: Callable[[], Any]) -> None:
                 raise RegtuneError("token_type_ids are not supported on a causal model with registers")
             kw.pop("token_type_ids")  # a BERT-style tokenizer's segment ids, which this family ignores
         if seen == 0:
-            kw = _prefill(base, live(), kw)
+            kw = _prefill(base, live(base), kw)
             inserted["now"] = True
         elif seen < num:
             raise RegtuneError(f"the KV cache holds {seen} entries, fewer than the {num} registers")
@@ -103,7 +105,7 @@ def attach_causal(base: nn.Module, live: Callable[[], Any]) -> None:
             reference = embeds if embeds is not None else kw["input_ids"]
             kw["position_ids"] = _text_positions(kw, reference.shape[1], text_past, reference.device)
             if mask is not None:
-                kw["attention_mask"] = live().extend_mask(mask)  # (B, text_past+n) -> (B, R+text_past+n)
+                kw["attention_mask"] = live(base).extend_mask(mask)  # (B, text_past+n) -> (B, R+text_past+n)
         return (), kw
 
     def drop_registers(_base: nn.Module, _args: tuple, output: Any) -> Any:

@@ -25,8 +25,9 @@ With ``num_registers=0`` the same hooks run and change nothing, so τ=0 is the s
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -184,19 +185,49 @@ class RegisterTokens(nn.Module):
         identity = config.per_layer and config.slot_identity
         self.slot_identity = nn.Parameter(torch.empty(r, hidden_size)) if identity else None
         # Set only inside `register_intervention` (ablations, attribution baselines); never saved.
-        self.values_override: torch.Tensor | None = None  # (R, H) or (B, R, H)
+        # (R, H) or (B, R, H); with depth='all' (D, R, H) or (B, D, R, H), one row set per layer.
+        self.values_override: torch.Tensor | None = None
         self.keep_override: torch.Tensor | None = None  # (R,) bool; False masks a register out
 
     @property
     def num_registers(self) -> int:
         return self.config.num_registers
 
+    @property
+    def depths(self) -> int:
+        """D, the number of learned register row sets: the number of layers with depth='all', else 1."""
+        return 1 if self.layer_tokens is None else 1 + self.layer_tokens.shape[0]
+
+    @property
+    def rows_shape(self) -> tuple[int, ...]:
+        """(R, H), or (D, R, H) with depth='all': the shape of :meth:`learned_rows` and of an override."""
+        r_h = tuple(self.tokens.shape)
+        return r_h if self.layer_tokens is None else (self.depths, *r_h)
+
+    def learned_rows(self) -> torch.Tensor:
+        """The learned register vectors, detached: (R, H), or (D, R, H) with depth='all' (layer d reads [d]).
+
+        The shape a values override of :func:`register_intervention` takes; the slot identity is not part
+        of it (an override replaces the registers' content, not their slot's address).
+        """
+        if self.layer_tokens is None:
+            return self.tokens.detach()
+        return torch.cat([self.tokens.detach()[None], self.layer_tokens.detach()], dim=0)
+
+    def _override_at(self, depth: int) -> torch.Tensor | None:
+        """The override's rows for one depth: (R, H) or (B, R, H); None without an override."""
+        values = self.values_override
+        if values is None or self.layer_tokens is None:
+            return values
+        return values[..., depth, :, :]
+
     def insert(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, N, H) -> (B, R+N, H), registers at ``config.insert_at``."""
         if self.num_registers == 0:
             return hidden  # τ=0 costs nothing, not even a copy
         at = self.config.insert_at
-        regs = self.tokens if self.values_override is None else self.values_override
+        override = self._override_at(0)
+        regs = self.tokens if override is None else override
         if regs.dim() == 2:
             regs = regs.unsqueeze(0)
         regs = regs.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
@@ -205,16 +236,18 @@ class RegisterTokens(nn.Module):
     def enter_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
         """(B, R+N, H) -> (B, R+N, H): the register rows layer ``index`` reads.
 
-        With ``depth='all'``, layers after the first read ``layer_tokens[index - 1]`` there; with the slot
-        identity, every layer reads its rows plus ``slot_identity``. A values override (an ablation)
-        replaces the first layer's registers only; a keep override still masks them in every layer.
+        With ``depth='all'``, layers after the first read ``layer_tokens[index - 1]`` there (or the values
+        override's row set ``index``); with the slot identity, every layer reads its rows plus
+        ``slot_identity``. A keep override masks registers in every layer (through the attention mask).
         """
         if not self.config.per_layer:
             return hidden
         at, r = self.config.insert_at, self.num_registers
         rows = hidden[:, at : at + r]  # (B, R, H)
         if self.layer_tokens is not None and index > 0:
-            rows = self.layer_tokens[index - 1].to(hidden.dtype).expand(hidden.shape[0], -1, -1)
+            override = self._override_at(index)
+            learned = self.layer_tokens[index - 1] if override is None else override
+            rows = learned.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
         if self.slot_identity is not None:
             rows = rows + self.slot_identity.to(hidden.dtype)
         return torch.cat([hidden[:, :at], rows, hidden[:, at + r :]], dim=1)
@@ -247,7 +280,9 @@ def register_intervention(
     Args:
         model: a model returned by :func:`add_registers` or :func:`load_model`.
         values: used instead of the learned vectors: (R, H) for every row of a batch, or (B, R, H) one set
-            per row. Gradients flow into it, not into the learned tokens.
+            per row; with ``depth='all'`` one set per layer, (D, R, H) or (B, D, R, H) (the shape of
+            ``RegisterTokens.learned_rows``). Gradients flow into it, not into the learned tokens. The slot
+            identity, if any, is still added: it is the slot's address, not its content.
         keep: (R,) booleans; a False register is masked out of attention (no token can attend to it), as if
             it were padding.
 
@@ -259,12 +294,17 @@ def register_intervention(
             raise RegtuneError("this model has no registers to replace or mask")
         yield
         return
-    r, h = module.tokens.shape
-    if values is not None and (values.dim() not in (2, 3) or tuple(values.shape[-2:]) != (r, h)):
+    rows = module.rows_shape  # (R, H), or (D, R, H) with depth='all'
+    if values is not None and (
+        values.dim() not in (len(rows), len(rows) + 1) or tuple(values.shape[-len(rows) :]) != rows
+    ):
+        names = "(R, H)" if len(rows) == 2 else "(D, R, H), one set per layer,"
+        expected = ", ".join(map(str, rows))
         raise RegtuneError(
-            f"register values must have shape (R, H) or (B, R, H) = (..., {r}, {h}), "
+            f"register values must have shape {names} or a batch of them: (..., {expected}), "
             f"got {tuple(values.shape)}"
         )
+    r = rows[-2]
     keep_tensor = None if keep is None else torch.as_tensor(keep, dtype=torch.bool).flatten()
     if keep_tensor is not None and keep_tensor.numel() != r:
         raise RegtuneError(f"keep needs one flag per register ({r}), got {keep_tensor.numel()}")
@@ -274,6 +314,11 @@ def register_intervention(
         yield
     finally:
         module.values_override, module.keep_override = previous
+
+
+def deep_registers(config: RegisterConfig) -> bool:
+    """Whether layers after the first read their own learned register rows (``depth='all'``, τ > 0)."""
+    return config.num_registers > 0 and config.depth is RegisterDepth.ALL
 
 
 def register_slice(
@@ -585,6 +630,20 @@ def add_registers_with(model: PreTrainedModel, config: RegisterConfig) -> PreTra
     return _attach(model, config, initialize=True)
 
 
+class _OnBase:
+    """A hook that reaches the register module in use through ``base`` at every call.
+
+    An object, not a closure over ``base``: ``copy.deepcopy(model)`` copies its ``base`` along with the
+    model, so the copy's hooks edit with the copy's registers (a closure would keep the original's).
+    """
+
+    def __init__(self, base: nn.Module, action: Callable[..., Any]) -> None:
+        self.base, self.action = base, action
+
+    def __call__(self, *args: Any) -> Any:
+        return self.action(_live(self.base), *args)
+
+
 def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool) -> PreTrainedModel:
     """Install the register module and its hooks: four for an encoder (see the module docstring), two for
     a causal LM (see :mod:`regtune.core.causal`)."""
@@ -616,19 +675,19 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     if initialize and config.num_registers and hasattr(model, "peft_config"):
         _save_with_peft(model)
     if causal:
-        attach_causal(base, lambda: _live(base))
+        attach_causal(base, _live)
         return model
 
-    def extend_mask(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def extend_mask(live: RegisterTokens, _module: nn.Module, args: tuple, kwargs: dict) -> tuple:
         # attention_mask is the 2nd positional argument of every supported base model's forward.
         if kwargs.get("attention_mask") is not None:
-            kwargs["attention_mask"] = _live(base).extend_mask(kwargs["attention_mask"])
+            kwargs["attention_mask"] = live.extend_mask(kwargs["attention_mask"])
         elif len(args) > 1 and args[1] is not None:
-            args = (args[0], _live(base).extend_mask(args[1]), *args[2:])
+            args = (args[0], live.extend_mask(args[1]), *args[2:])
         return args, kwargs
 
-    def insert_registers(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return _live(base).insert(output)  # (B, N, H) -> (B, R+N, H)
+    def insert_registers(live: RegisterTokens, _module: nn.Module, _args: tuple, output: torch.Tensor) -> Any:
+        return live.insert(output)  # (B, N, H) -> (B, R+N, H)
 
     def pooler_text_only(_module: nn.Module, args: tuple) -> tuple:
         return (split_registers(args[0], config)[1], *args[1:])
@@ -639,18 +698,15 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
         output.last_hidden_state = split_registers(output.last_hidden_state, config)[1]
         return output
 
-    def enter_layer(index: int) -> Any:
-        def hook(_module: nn.Module, args: tuple) -> tuple:
-            # hidden_states is the first positional argument of every supported encoder layer.
-            return (_live(base).enter_layer(index, args[0]), *args[1:])
+    def enter_layer(index: int, live: RegisterTokens, _module: nn.Module, args: tuple) -> tuple:
+        # hidden_states is the first positional argument of every supported encoder layer.
+        return (live.enter_layer(index, args[0]), *args[1:])
 
-        return hook
-
-    base.register_forward_pre_hook(extend_mask, with_kwargs=True)
-    entry.register_forward_hook(insert_registers)
+    base.register_forward_pre_hook(_OnBase(base, extend_mask), with_kwargs=True)
+    entry.register_forward_hook(_OnBase(base, insert_registers))
     if config.per_layer:
         for index, layer in enumerate(layers):
-            layer.register_forward_pre_hook(enter_layer(index))
+            layer.register_forward_pre_hook(_OnBase(base, functools.partial(enter_layer, index)))
     pooler = getattr(base, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)

@@ -33,20 +33,21 @@ def ablation_overrides(
     """The ``(values, keep)`` arguments of :func:`register_intervention` for one ablation.
 
     Args:
-        tokens: (R, H) the learned register vectors.
+        tokens: (R, H) the learned register vectors, or (D, R, H) with deep registers, one set per layer
+            (``RegisterTokens.learned_rows``): an ablation then reaches every layer's rows.
         mode: ``zero`` (the register becomes the zero vector), ``mean`` (the mean of the R learned
-            registers) or ``mask`` (no token can attend to it).
+            registers, layer by layer) or ``mask`` (no token can attend to it).
         index: The register to ablate; None ablates all of them (with ``mean`` they become R copies).
     """
-    r = tokens.shape[0]
+    r = tokens.shape[-2]
     chosen = list(range(r)) if index is None else [index]
     if mode == "mask":
         return None, [i not in chosen for i in range(r)]
-    values = tokens.detach().clone()  # (R, H)
+    values = tokens.detach().clone()  # (R, H) or (D, R, H)
     if mode == "zero":
-        values[chosen] = 0.0
+        values[..., chosen, :] = 0.0
     elif mode == "mean":
-        values[chosen] = tokens.detach().mean(dim=0)
+        values[..., chosen, :] = tokens.detach().mean(dim=-2, keepdim=True)
     else:
         raise ConfigError(f"ablation mode must be one of {list(ABLATION_MODES)}, got {mode!r}")
     return values, None
@@ -130,7 +131,7 @@ def register_ablation(
     base = run()
 
     def ablate(index: int | None, mode: AblationMode) -> dict[str, Any]:
-        values, keep = ablation_overrides(module.tokens, mode, index)
+        values, keep = ablation_overrides(module.learned_rows(), mode, index)
         with register_intervention(model, values=values, keep=keep):
             scores = run()
         diff = paired_difference(

@@ -25,11 +25,13 @@ from transformers import PreTrainedModel
 
 from regtune.core.errors import ConfigError, RegtuneWarning
 from regtune.core.registers import (
+    deep_registers,
     entry_module,
     full_position,
     get_register_config,
     is_causal_model,
     register_intervention,
+    register_slice,
     split_registers,
 )
 from regtune.explain.attention import explain_attention
@@ -249,6 +251,12 @@ class IntegratedGradients(AttributionMethod):
             )
         if register_baseline not in ("learned", "zero", "mean"):
             raise ConfigError(f"register_baseline must be learned, zero or mean, got {register_baseline!r}")
+        if register_baseline != "learned" and deep_registers(get_register_config(model)):
+            # IG interpolates the embedding output only; the rows deep layers read would move off-path.
+            raise ConfigError(
+                "with deep registers (--register-depth all) IG can only keep the learned registers "
+                "(register_baseline 'learned'): later layers' register rows do not pass the embedding output"
+            )
         self.n_steps = n_steps
         self.internal_batch_size = internal_batch_size
         self.register_baseline = register_baseline
@@ -363,8 +371,10 @@ class AttentionGradient(AttributionMethod):
             score = self.score(out, span, label, target)[0]
             grads = torch.autograd.grad(score, state.probs)
             score = score.detach()
+        # Deep registers: layers after the first read fresh learned rows, not the previous layer's outputs.
+        fresh = register_slice(config.num_registers, config.placement) if deep_registers(config) else None
         relevance = attention_gradient_rollout(
-            [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
+            [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads], fresh=fresh
         )
         rows = self.task.explain_rows(span, target)
         full_rows = [full_position(config, r) for r in rows]
@@ -374,19 +384,27 @@ class AttentionGradient(AttributionMethod):
         return Attribution(inputs.question_id, self.name, target, span, text, regs, score.item())
 
 
-def attention_gradient_rollout(probs: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+def attention_gradient_rollout(
+    probs: list[torch.Tensor], grads: list[torch.Tensor], fresh: slice | None = None
+) -> torch.Tensor:
     """Chefer et al.'s rule: R = I; per layer R += mean_heads(clamp(G ⊙ A, min=0)) @ R.
 
     Args:
         probs: Per layer, attention probabilities (heads, S, S), input layer first.
         grads: Their gradients, same shapes.
+        fresh: Positions whose rows every layer after the first reads anew (deep registers): their
+            relevance restarts as the identity there, since nothing earlier flows into them.
 
     Returns:
         R, shape (S, S).
     """
     size = probs[0].shape[-1]
-    relevance = torch.eye(size, dtype=probs[0].dtype, device=probs[0].device)
-    for attention, grad in zip(probs, grads, strict=True):
+    eye = torch.eye(size, dtype=probs[0].dtype, device=probs[0].device)
+    relevance = eye
+    for layer, (attention, grad) in enumerate(zip(probs, grads, strict=True)):
+        if fresh is not None and layer > 0:
+            relevance = relevance.clone()
+            relevance[fresh] = eye[fresh]
         cam = (grad * attention).clamp(min=0).mean(dim=0)  # (S, S)
         relevance = relevance + cam @ relevance
     return relevance

@@ -328,23 +328,15 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
 
     PEFT models (``regtune train --peft``) are refused: the attributions and the register analyses hook
     the encoder's own embeddings and layers, which PEFT wraps (LoRA) or feeds virtual tokens (prompt
-    tuning), and that path is not built or tested. So are models with per-layer registers (deep registers,
-    the slot identity), whose interventions would reach the first layer only.
+    tuning), and that path is not built or tested. Models with per-layer registers are read: their
+    ablations replace every layer's register rows (see ``register_intervention``).
     """
     from regtune.core.peft_adapter import is_peft_model
-    from regtune.core.registers import get_register_config
 
     if any(is_peft_model(m) for m in models):
         raise RegtuneError(
             "explain and analyze do not read PEFT models (--peft runs); explain a --train-only or fully "
             "fine-tuned run"
-        )
-    if any(get_register_config(m).per_layer for m in models):
-        # Their register baselines and ablations replace what the first layer reads, while later layers
-        # would still read the learned per-layer vectors (or the identity): the attributions would mislead.
-        raise RegtuneError(
-            "explain and analyze do not yet read models with --register-depth all or --register-identity "
-            "learned: their register interventions would reach the first layer only"
         )
     tasks = [task_of_model(m.config) for m in models]
     if len({task.name for task in tasks}) > 1:
@@ -355,14 +347,22 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
 def check_explainable(models: Sequence[PreTrainedModel], methods: Sequence[str]) -> None:
     """Refuse LRP on causal LMs: AttnLRP (Achtibat et al., ICML 2024) needs rules for RMSNorm, gated MLPs
     and rotary attention that regtune's encoder LRP does not have, and maps without them would look
-    right while not being conservative. IG and attention-gradient work on decoders."""
-    from regtune.core.registers import is_causal_model
+    right while not being conservative. IG and attention-gradient work on decoders. Refuse LRP on deep
+    registers too: relevance reaching a later layer's register rows flows into their learned vectors."""
+    from regtune.core.registers import deep_registers, get_register_config, is_causal_model
 
     causal = [type(m).__name__ for m in models if is_causal_model(m)]
     if causal and "lrp" in methods:
         raise RegtuneError(
             f"LRP is not available for causal LMs ({causal[0]}): it would need AttnLRP rules for RMSNorm, "
             "gated MLPs and rotary attention; use --method ig,attn-grad"
+        )
+    if "lrp" in methods and any(deep_registers(get_register_config(m)) for m in models):
+        # The relevance that reaches a deep layer's register rows flows into its learned vectors, not
+        # back to the embedding output where LRP reads it: the registers' share would be understated.
+        raise RegtuneError(
+            "LRP is not available for deep registers (--register-depth all): relevance that reaches a "
+            "later layer's register rows never returns to the input; use --method ig,attn-grad"
         )
 
 
