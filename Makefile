@@ -161,6 +161,13 @@ levers-screen-%: setup
 	$(LEVER) $(SCREEN_$*) --model $(LEVERS_DIR)/$*/pre8/model --registers 8 --output-dir $(LEVERS_DIR)/$*/pre8-ft
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 study-levers-screen: levers-screen-tydi levers-screen-sst2
+# Exploratory comparisons of one task's screening sweeps (not in the rule, not corrected for multiplicity):
+# each line of exploratory.tsv is NAME TREATED CONTROL; the JSON goes beside the published screening table.
+levers-exploratory-%: setup
+	mkdir -p $(LEVERS_RESULTS)/screening-$*/exploratory
+	while read -r name treated control; do $(VENV)/bin/regtune compare $(LEVERS_DIR)/$*/$$treated \
+		$(LEVERS_DIR)/$*/$$control --dev validation --json $(LEVERS_RESULTS)/screening-$*/exploratory/$$name.json \
+		|| exit 1; done < $(LEVERS_RESULTS)/exploratory.tsv
 
 # Stage 2: the picks of stage 1 (frozen in $(LEVERS_DIR)/TASK/selection/, by the rule of $(LEVERS_PLAN)) and their
 # controls, seeds 1-5, each task's full default preset, scored on the official dev set; then the seed
