@@ -293,6 +293,27 @@ def test_attention_gradient_reads_the_predicted_token_row(tokenizer) -> None:
     np.testing.assert_allclose(result.text, expected[2:].numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_attention_gradient_on_deep_registers_adds_nothing_through_replaced_rows(tokenizer) -> None:
+    """Deep registers: the register rows a layer computes are replaced before the next layer reads them,
+    so the score's gradient on their attention is zero and the rollout needs no special case."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, initializer_range=0.1, **TINY_BERT
+    )
+    model = add_registers(BertForQuestionAnswering(config), 2, depth="all", init="orthogonal").eval()
+    [item] = build_explain_inputs([_example()], tokenizer)
+    span = predicted_span(model, item)
+    with torch.enable_grad(), explain_attention(model, record=True) as state:
+        out = model(**item.batch())
+        grads = torch.autograd.grad(out.start_logits[0, span[0]], state.probs)
+    # (1, heads, S, S) per layer; register query rows are 0 and 1 (prepended).
+    assert torch.count_nonzero(grads[0][0, :, :2]) == 0  # layer 0's register outputs are discarded
+    assert torch.count_nonzero(grads[-1][0, :, :2]) == 0  # the last layer's feed no head
+    assert torch.count_nonzero(grads[0][0, :, 2:]) > 0  # the text rows do carry gradient
+    result = AttentionGradient(model).attribute(item, target="start")
+    assert np.isfinite(result.registers).all() and result.registers.sum() > 0  # later layers read them
+
+
 # --- alignment, sanity --------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from regtune.core.registers import (
     register_slice,
 )
 from regtune.explain.ablation import ablation_overrides
-from regtune.explain.methods import attention_gradient_rollout
 from tiny_causal import tiny_lm
 from tiny_models import ARCHS, HIDDEN, LAYERS, VOCAB, tiny_batch, tiny_model
 
@@ -384,30 +383,54 @@ def test_an_adapter_saved_from_a_model_whose_config_names_the_base_class_loads(t
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_values_override_on_deep_registers_reaches_every_layer(arch: str) -> None:
-    """A zero ablation of deep registers equals a model whose every register vector is zero."""
+    """Layer d reads row set d of an override, in every shape; zeros equal a model with zero registers."""
     model = add_registers(tiny_model(arch), 3, depth="all", init="orthogonal").eval()
     module = get_register_module(model)
-    assert module.rows_shape == (LAYERS, 3, HIDDEN) and module.learned_rows().shape == (LAYERS, 3, HIDDEN)
-    torch.testing.assert_close(module.learned_rows()[1:], module.layer_tokens.detach())
-    zeroed = copy.deepcopy(model)
-    with torch.no_grad():
-        get_register_module(zeroed).tokens.zero_()
-        get_register_module(zeroed).layer_tokens.zero_()
+    learned = module.learned_rows()  # (D, R, H)
+    assert module.rows_shape == (LAYERS, 3, HIDDEN) == tuple(learned.shape)
+    torch.testing.assert_close(learned[1:], module.layer_tokens.detach())
     seen = _layer_inputs(model)
-    batch = tiny_batch(arch)
-    with torch.no_grad(), register_intervention(model, values=torch.zeros(LAYERS, 3, HIDDEN)):
-        ablated = model(**batch).start_logits
+    batch = tiny_batch(arch)  # (B, N)
     rows = register_slice(3)
-    assert all(torch.equal(h[:, rows], torch.zeros_like(h[:, rows])) for h in seen)  # every layer
     with torch.no_grad():
-        torch.testing.assert_close(ablated, zeroed(**batch).start_logits, atol=1e-6, rtol=0)
-        assert not torch.allclose(ablated, model(**batch).start_logits)  # the override is gone again
+        reference = model(**batch).start_logits
+        # The learned rows as an override, shared or one set per example, change nothing.
+        for values in (learned, learned[None], learned.expand(batch["input_ids"].shape[0], -1, -1, -1)):
+            with register_intervention(model, values=values.clone()):
+                torch.testing.assert_close(model(**batch).start_logits, reference, atol=1e-6, rtol=0)
+        # Distinct row sets, one per depth: layer d reads set d, not another depth's.
+        marked = torch.stack([torch.full((3, HIDDEN), float(d + 1)) for d in range(LAYERS)])  # (D, R, H)
+        seen.clear()
+        with register_intervention(model, values=marked):
+            ablated = model(**batch).start_logits
+        for d, hidden in enumerate(seen):
+            assert torch.equal(hidden[:, rows], marked[d].expand(hidden.shape[0], -1, -1))
+        assert not torch.allclose(ablated, reference)
+        torch.testing.assert_close(model(**batch).start_logits, reference, atol=0, rtol=0)  # gone again
+        # Zeros at every depth are the model whose every register vector is zero.
+        with register_intervention(model, values=torch.zeros_like(learned)):
+            zeroed_override = model(**batch).start_logits
+        twin = copy.deepcopy(model)
+        for tensor in register_parameters(twin):
+            tensor.zero_()
+        torch.testing.assert_close(zeroed_override, twin(**batch).start_logits, atol=1e-6, rtol=0)
     # One row set for a model that reads one per layer is a shape error, not a silent first-layer edit.
     with (
         pytest.raises(RegtuneError, match=r"\(D, R, H\), one set per layer"),
         register_intervention(model, values=torch.zeros(3, HIDDEN)),
     ):
         pass
+
+
+def test_an_override_keeps_the_slot_identity() -> None:
+    """With the slot identity, an override replaces the registers' content; the identity is still added."""
+    model = add_registers(tiny_model("bert"), 3, slot_identity=True).eval()
+    identity = get_register_module(model).slot_identity.detach()  # (R, H)
+    seen = _layer_inputs(model)
+    with torch.no_grad(), register_intervention(model, values=torch.zeros(3, HIDDEN)):
+        model(**tiny_batch("bert"))
+    first = seen[0][:, register_slice(3)]  # (B, R, H): what layer 0 reads in the register rows
+    assert torch.equal(first, identity.expand(first.shape[0], -1, -1))
 
 
 def test_deep_register_ablations_replace_each_layers_rows() -> None:
@@ -427,23 +450,14 @@ def test_explain_reads_deep_registers_but_refuses_what_would_mislead() -> None:
     deep = add_registers(tiny_model("bert", task="qa"), 2, depth="all")
     identity = add_registers(tiny_model("bert", task="qa"), 2, slot_identity=True)
     assert check_same_task([deep, identity]).name == "qa"
-    check_explainable([deep], ["ig", "attn-grad"])
-    check_explainable([identity], ["lrp"])  # its rows still flow from layer to layer
-    with pytest.raises(RegtuneError, match="LRP is not available for deep registers"):
-        check_explainable([deep], ["lrp"])
+    check_explainable([deep, identity], ["ig", "attn-grad"])
+    check_explainable([identity], ["ig"], register_baseline="zero")  # its rows pass the embedding output
+    for model in (deep, identity):
+        with pytest.raises(RegtuneError, match="LRP is not available for per-layer registers"):
+            check_explainable([model], ["attn-grad", "lrp"])
+    # Refused before any work, for the pair as a whole, not when IG's turn comes.
+    with pytest.raises(RegtuneError, match="--register-baseline zero is not available for deep registers"):
+        check_explainable([identity, deep], ["attn-grad", "ig"], register_baseline="zero")
     IntegratedGradients(deep)  # the learned baseline holds every layer's registers fixed
     with pytest.raises(ConfigError, match="can only keep the learned registers"):
         IntegratedGradients(deep, register_baseline="zero")
-
-
-def test_attention_rollout_restarts_the_rows_deep_layers_read_anew() -> None:
-    """Position 0 is a deep register: what layer 1 reads there owes nothing to layer 0's attention."""
-    a = torch.full((1, 3, 3), 1 / 3)  # one head, uniform
-    g = torch.ones(1, 3, 3)
-    cam = torch.full((3, 3), 1 / 3)
-    r0 = torch.eye(3) + cam
-    fresh_r0 = r0.clone()
-    fresh_r0[0] = torch.eye(3)[0]
-    got = attention_gradient_rollout([a, a], [g, g], fresh=slice(0, 1))
-    torch.testing.assert_close(got, fresh_r0 + cam @ fresh_r0)
-    torch.testing.assert_close(attention_gradient_rollout([a, a], [g, g]), r0 + cam @ r0)

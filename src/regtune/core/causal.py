@@ -75,13 +75,15 @@ def attach_causal(base: nn.Module, live: Callable[[nn.Module], Any]) -> None:
     read the model through the module they are called on, not through ``base``, so that a
     ``copy.deepcopy`` of the model uses its own registers."""
     num = live(base).num_registers
-    inserted = {"now": False}  # whether the current forward call put the registers in
+    # Whether the current forward call put the registers in: kept on the module called, so that a deep
+    # copy of the model has its own flag.
+    flag = "_regtune_registers_inserted"
 
-    def prefill_or_decode(base: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        inserted["now"] = False
+    def prefill_or_decode(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        setattr(module, flag, False)
         if num == 0:
             return args, kwargs  # τ=0 is the stock model, bit for bit
-        kw = _bind(base.forward, args, kwargs)
+        kw = _bind(module.forward, args, kwargs)
         cache_key = "cache" if "cache" in kw else "past_key_values"
         seen = _cache_length(kw.get(cache_key))
         mask = kw.get("attention_mask")
@@ -91,12 +93,12 @@ def attach_causal(base: nn.Module, live: Callable[[nn.Module], Any]) -> None:
                 "caches) are built without the registers"
             )
         if kw.get("token_type_ids") is not None:
-            if "token_type_ids" in inspect.signature(base.forward).parameters:  # GPT-2 embeds them
+            if "token_type_ids" in inspect.signature(module.forward).parameters:  # GPT-2 embeds them
                 raise RegtuneError("token_type_ids are not supported on a causal model with registers")
             kw.pop("token_type_ids")  # a BERT-style tokenizer's segment ids, which this family ignores
         if seen == 0:
-            kw = _prefill(base, live(base), kw)
-            inserted["now"] = True
+            kw = _prefill(module, live(module), kw)
+            setattr(module, flag, True)
         elif seen < num:
             raise RegtuneError(f"the KV cache holds {seen} entries, fewer than the {num} registers")
         else:  # a decode step: the cache already holds the registers; only the mask must count them
@@ -105,11 +107,12 @@ def attach_causal(base: nn.Module, live: Callable[[nn.Module], Any]) -> None:
             reference = embeds if embeds is not None else kw["input_ids"]
             kw["position_ids"] = _text_positions(kw, reference.shape[1], text_past, reference.device)
             if mask is not None:
-                kw["attention_mask"] = live(base).extend_mask(mask)  # (B, text_past+n) -> (B, R+text_past+n)
+                # (B, text_past+n) -> (B, R+text_past+n)
+                kw["attention_mask"] = live(module).extend_mask(mask)
         return (), kw
 
-    def drop_registers(_base: nn.Module, _args: tuple, output: Any) -> Any:
-        if not inserted["now"]:
+    def drop_registers(module: nn.Module, _args: tuple, output: Any) -> Any:
+        if not getattr(module, flag, False):
             return output
         if isinstance(output, tuple):
             return (output[0][:, num:], *output[1:])

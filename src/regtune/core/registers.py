@@ -281,8 +281,10 @@ def register_intervention(
         model: a model returned by :func:`add_registers` or :func:`load_model`.
         values: used instead of the learned vectors: (R, H) for every row of a batch, or (B, R, H) one set
             per row; with ``depth='all'`` one set per layer, (D, R, H) or (B, D, R, H) (the shape of
-            ``RegisterTokens.learned_rows``). Gradients flow into it, not into the learned tokens. The slot
-            identity, if any, is still added: it is the slot's address, not its content.
+            ``RegisterTokens.learned_rows``): on such a model a 3-D tensor is always read as (D, R, H),
+            never as a batch, so give one row set per example as (B, D, R, H). Gradients flow into it,
+            not into the learned tokens. The slot identity, if any, is still added: it is the slot's
+            address, not its content.
         keep: (R,) booleans; a False register is masked out of attention (no token can attend to it), as if
             it were padding.
 

@@ -31,7 +31,6 @@ from regtune.core.registers import (
     get_register_config,
     is_causal_model,
     register_intervention,
-    register_slice,
     split_registers,
 )
 from regtune.explain.attention import explain_attention
@@ -371,10 +370,10 @@ class AttentionGradient(AttributionMethod):
             score = self.score(out, span, label, target)[0]
             grads = torch.autograd.grad(score, state.probs)
             score = score.detach()
-        # Deep registers: layers after the first read fresh learned rows, not the previous layer's outputs.
-        fresh = register_slice(config.num_registers, config.placement) if deep_registers(config) else None
+        # Deep registers need no special case: the register rows a layer computes are replaced before the
+        # next reads them, so their attention gets zero gradient and the rule adds nothing through them.
         relevance = attention_gradient_rollout(
-            [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads], fresh=fresh
+            [p.detach()[0].float() for p in state.probs], [g[0].float() for g in grads]
         )
         rows = self.task.explain_rows(span, target)
         full_rows = [full_position(config, r) for r in rows]
@@ -384,27 +383,19 @@ class AttentionGradient(AttributionMethod):
         return Attribution(inputs.question_id, self.name, target, span, text, regs, score.item())
 
 
-def attention_gradient_rollout(
-    probs: list[torch.Tensor], grads: list[torch.Tensor], fresh: slice | None = None
-) -> torch.Tensor:
+def attention_gradient_rollout(probs: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
     """Chefer et al.'s rule: R = I; per layer R += mean_heads(clamp(G ⊙ A, min=0)) @ R.
 
     Args:
         probs: Per layer, attention probabilities (heads, S, S), input layer first.
         grads: Their gradients, same shapes.
-        fresh: Positions whose rows every layer after the first reads anew (deep registers): their
-            relevance restarts as the identity there, since nothing earlier flows into them.
 
     Returns:
         R, shape (S, S).
     """
     size = probs[0].shape[-1]
-    eye = torch.eye(size, dtype=probs[0].dtype, device=probs[0].device)
-    relevance = eye
-    for layer, (attention, grad) in enumerate(zip(probs, grads, strict=True)):
-        if fresh is not None and layer > 0:
-            relevance = relevance.clone()
-            relevance[fresh] = eye[fresh]
+    relevance = torch.eye(size, dtype=probs[0].dtype, device=probs[0].device)
+    for attention, grad in zip(probs, grads, strict=True):
         cam = (grad * attention).clamp(min=0).mean(dim=0)  # (S, S)
         relevance = relevance + cam @ relevance
     return relevance

@@ -344,11 +344,19 @@ def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
     return tasks[0]
 
 
-def check_explainable(models: Sequence[PreTrainedModel], methods: Sequence[str]) -> None:
-    """Refuse LRP on causal LMs: AttnLRP (Achtibat et al., ICML 2024) needs rules for RMSNorm, gated MLPs
-    and rotary attention that regtune's encoder LRP does not have, and maps without them would look
-    right while not being conservative. IG and attention-gradient work on decoders. Refuse LRP on deep
-    registers too: relevance reaching a later layer's register rows flows into their learned vectors."""
+def check_explainable(
+    models: Sequence[PreTrainedModel], methods: Sequence[str], register_baseline: str = "learned"
+) -> None:
+    """Refuse, before any work, the methods whose numbers would look right and be wrong.
+
+    - LRP on causal LMs: AttnLRP (Achtibat et al., ICML 2024) needs rules for RMSNorm, gated MLPs and
+      rotary attention that regtune's encoder LRP does not have. IG and attention-gradient work there.
+    - LRP on per-layer registers (deep registers, the slot identity): relevance reaching the vectors a
+      later layer adds to the register rows flows into them, not back to the input, so the registers'
+      share would be understated (it would show up as leak).
+    - IG with zero or mean registers in the baseline on deep registers: IG interpolates the embedding
+      output, and the rows later layers read do not pass through it.
+    """
     from regtune.core.registers import deep_registers, get_register_config, is_causal_model
 
     causal = [type(m).__name__ for m in models if is_causal_model(m)]
@@ -357,12 +365,18 @@ def check_explainable(models: Sequence[PreTrainedModel], methods: Sequence[str])
             f"LRP is not available for causal LMs ({causal[0]}): it would need AttnLRP rules for RMSNorm, "
             "gated MLPs and rotary attention; use --method ig,attn-grad"
         )
-    if "lrp" in methods and any(deep_registers(get_register_config(m)) for m in models):
-        # The relevance that reaches a deep layer's register rows flows into its learned vectors, not
-        # back to the embedding output where LRP reads it: the registers' share would be understated.
+    configs = [get_register_config(m) for m in models]
+    if "lrp" in methods and any(c.per_layer for c in configs):
         raise RegtuneError(
-            "LRP is not available for deep registers (--register-depth all): relevance that reaches a "
-            "later layer's register rows never returns to the input; use --method ig,attn-grad"
+            "LRP is not available for per-layer registers (--register-depth all, --register-identity "
+            "learned): relevance reaching what a later layer adds to the register rows never returns to "
+            "the input; use --method ig,attn-grad"
+        )
+    if "ig" in methods and register_baseline != "learned" and any(deep_registers(c) for c in configs):
+        raise RegtuneError(
+            f"--register-baseline {register_baseline} is not available for deep registers (--register-depth "
+            "all): IG interpolates the embedding output, which later layers' register rows do not pass; "
+            "use --register-baseline learned"
         )
 
 
@@ -493,7 +507,7 @@ def run_explain(
 
     models = [load_model(model)] + ([load_model(compare)] if compare else [])
     task = check_same_task(models)
-    check_explainable(models, methods)
+    check_explainable(models, methods, register_baseline)
     tokenizer = load_tokenizer(model)
     config = ExplainConfig(
         methods=tuple(methods),
