@@ -145,6 +145,11 @@ class RegisterConfig:
         return self.num_registers > 0 and (self.depth is RegisterDepth.ALL or self.slot_identity)
 
     @property
+    def deep(self) -> bool:
+        """Whether layers after the first read their own learned register rows (``depth='all'``, τ > 0)."""
+        return self.num_registers > 0 and self.depth is RegisterDepth.ALL
+
+    @property
     def insert_at(self) -> int:
         """Index of the first register in the full (registers + text) sequence."""
         return 0 if self.placement is RegisterPlacement.PREPEND else 1
@@ -180,7 +185,7 @@ class RegisterTokens(nn.Module):
         # At τ=0 the (0, H) tensor is never used in a forward pass. DDP (find_unused_parameters=False, the
         # Trainer's setting) fails on a parameter that requires grad and gets none, so it takes no grad.
         self.tokens = nn.Parameter(torch.empty(r, hidden_size), requires_grad=r > 0)
-        deep = config.per_layer and config.depth is RegisterDepth.ALL and num_layers > 1
+        deep = config.deep and num_layers > 1
         self.layer_tokens = nn.Parameter(torch.empty(num_layers - 1, r, hidden_size)) if deep else None
         identity = config.per_layer and config.slot_identity
         self.slot_identity = nn.Parameter(torch.empty(r, hidden_size)) if identity else None
@@ -316,11 +321,6 @@ def register_intervention(
         yield
     finally:
         module.values_override, module.keep_override = previous
-
-
-def deep_registers(config: RegisterConfig) -> bool:
-    """Whether layers after the first read their own learned register rows (``depth='all'``, τ > 0)."""
-    return config.num_registers > 0 and config.depth is RegisterDepth.ALL
 
 
 def register_slice(

@@ -25,7 +25,6 @@ from transformers import PreTrainedModel
 
 from regtune.core.errors import ConfigError, RegtuneWarning
 from regtune.core.registers import (
-    deep_registers,
     entry_module,
     full_position,
     get_register_config,
@@ -250,7 +249,7 @@ class IntegratedGradients(AttributionMethod):
             )
         if register_baseline not in ("learned", "zero", "mean"):
             raise ConfigError(f"register_baseline must be learned, zero or mean, got {register_baseline!r}")
-        if register_baseline != "learned" and deep_registers(get_register_config(model)):
+        if register_baseline != "learned" and get_register_config(model).deep:
             # IG interpolates the embedding output only; the rows deep layers read would move off-path.
             raise ConfigError(
                 "with deep registers (--register-depth all) IG can only keep the learned registers "

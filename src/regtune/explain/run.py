@@ -357,7 +357,7 @@ def check_explainable(
     - IG with zero or mean registers in the baseline on deep registers: IG interpolates the embedding
       output, and the rows later layers read do not pass through it.
     """
-    from regtune.core.registers import deep_registers, get_register_config, is_causal_model
+    from regtune.core.registers import get_register_config, is_causal_model
 
     causal = [type(m).__name__ for m in models if is_causal_model(m)]
     if causal and "lrp" in methods:
@@ -372,7 +372,7 @@ def check_explainable(
             "learned): relevance reaching what a later layer adds to the register rows never returns to "
             "the input; use --method ig,attn-grad"
         )
-    if "ig" in methods and register_baseline != "learned" and any(deep_registers(c) for c in configs):
+    if "ig" in methods and register_baseline != "learned" and any(c.deep for c in configs):
         raise RegtuneError(
             f"--register-baseline {register_baseline} is not available for deep registers (--register-depth "
             "all): IG interpolates the embedding output, which later layers' register rows do not pass; "
