@@ -66,6 +66,59 @@ def _checked_choice(r: int, modes: Sequence[str], registers: Sequence[int] | Non
     return chosen
 
 
+class _AblationScorer:
+    """Scores the dev examples with the model as it is now (an ablation context may be active), and turns
+    one ablation's scores into its row of the report."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        examples: list[Any],
+        overrides: dict[str, Any] | None,
+        batch_size: int,
+        progress: bool,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.task = task_of_model(model.config)
+        self.data = TaskData(path="", examples=examples)
+        self.ids = [example.id for example in examples]
+        self.overrides, self.batch_size, self.progress = overrides, batch_size, progress
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """Metric -> (N,) per-example score on 0..1, in the order of ``ids``."""
+        result = self.task.evaluate(
+            self.model,
+            self.tokenizer,
+            self.data,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            overrides=self.overrides,
+        )
+        return {m: np.array([result.per_example[i][m] for i in self.ids]) for m in self.task.metrics}
+
+    def row(
+        self,
+        index: int | None,
+        mode: AblationMode,
+        scores: dict[str, np.ndarray],
+        base: dict[str, np.ndarray],
+        **bootstrap: Any,
+    ) -> dict[str, Any]:
+        """One ablation's scores and deltas on 0..100, with a paired bootstrap CI on the primary metric."""
+        metrics, primary = self.task.metrics, self.task.metrics[0]
+        diff = paired_difference(scores[primary], base[primary], **bootstrap)
+        return {
+            "register": index,
+            "mode": mode,
+            **{m: 100.0 * float(scores[m].mean()) for m in metrics},
+            **{f"delta_{m}": 100.0 * float((scores[m] - base[m]).mean()) for m in metrics},
+            f"delta_{primary}_ci": [100.0 * diff.ci_low, 100.0 * diff.ci_high],
+            "p_value": diff.p_value,
+            f"per_question_{primary}": scores[primary].tolist(),
+        }
+
+
 def register_ablation(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -116,36 +169,16 @@ def register_ablation(
     r = 0 if module is None else module.num_registers
     chosen = _checked_choice(r, modes, registers)
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    task = task_of_model(model.config)
-    metrics, primary = task.metrics, task.metrics[0]
     overrides = asdict(settings) if is_dataclass(settings) else None
-    data = TaskData(path="", examples=list(examples))
-    ids = [example.id for example in examples]
-
-    def run() -> dict[str, np.ndarray]:
-        result = task.evaluate(
-            model, tokenizer, data, batch_size=batch_size, progress=progress, overrides=overrides
-        )
-        return {m: np.array([result.per_example[i][m] for i in ids]) for m in metrics}
-
-    base = run()
+    scorer = _AblationScorer(model, tokenizer, list(examples), overrides, batch_size, progress)
+    base = scorer.scores()
+    task, metrics = scorer.task, scorer.task.metrics
 
     def ablate(index: int | None, mode: AblationMode) -> dict[str, Any]:
         values, keep = ablation_overrides(module.learned_rows(), mode, index)
         with register_intervention(model, values=values, keep=keep):
-            scores = run()
-        diff = paired_difference(
-            scores[primary], base[primary], n_boot=n_boot, confidence=confidence, rng=generator
-        )
-        return {
-            "register": index,
-            "mode": mode,
-            **{m: 100.0 * float(scores[m].mean()) for m in metrics},
-            **{f"delta_{m}": 100.0 * float((scores[m] - base[m]).mean()) for m in metrics},
-            f"delta_{primary}_ci": [100.0 * diff.ci_low, 100.0 * diff.ci_high],
-            "p_value": diff.p_value,
-            f"per_question_{primary}": scores[primary].tolist(),
-        }
+            scores = scorer.scores()
+        return scorer.row(index, mode, scores, base, n_boot=n_boot, confidence=confidence, rng=generator)
 
     return _json_ready(
         {
@@ -153,13 +186,13 @@ def register_ablation(
             "modes": list(modes),
             "metrics": list(metrics),
             "metric_labels": {m: task.metric_labels[m] for m in metrics},
-            "question_ids": ids,
+            "question_ids": scorer.ids,
             "confidence": confidence,
             "n_boot": n_boot,
             "interval": f"paired bootstrap over {task.unit}s (one model: no seed noise)",
             "baseline": {
                 **{m: 100.0 * float(base[m].mean()) for m in metrics},
-                f"per_question_{primary}": base[primary].tolist(),
+                f"per_question_{metrics[0]}": base[metrics[0]].tolist(),
             },
             "single": [ablate(i, mode) for i in chosen for mode in modes],
             "all": [ablate(None, mode) for mode in modes],
