@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # at once would only share the same cores: never run targets in parallel, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe levers-analyze-tydi explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -168,6 +168,14 @@ levers-exploratory-%: setup
 	while read -r name treated control; do $(VENV)/bin/regtune compare $(LEVERS_DIR)/$*/$$treated \
 		$(LEVERS_DIR)/$*/$$control --dev validation --json $(LEVERS_RESULTS)/screening-$*/exploratory/$$name.json \
 		|| exit 1; done < $(LEVERS_RESULTS)/exploratory.tsv
+
+# Exploratory, after screening: what the two TyDi picks' registers do (seed-1 models, the held-out split;
+# one checkpoint each, so the intervals are over questions). A = deep registers, B = orthogonal init.
+LEVERS_ANALYSIS = $(LEVERS_RESULTS)/screening-tydi/analysis-deep-vs-orthogonal
+levers-analyze-tydi: setup
+	$(VENV)/bin/regtune analyze --model $(LEVERS_DIR)/tydi/depth/runs/tau8-seed1/model \
+		--compare $(LEVERS_DIR)/tydi/init/runs/initorthogonal-tau8-seed1/model \
+		--dev $(LEVERS_DIR)/tydi/depth/data/validation.json --no-progress --output-dir $(LEVERS_ANALYSIS)
 
 # Stage 2: the picks of stage 1 (frozen in $(LEVERS_DIR)/TASK/selection/, by the rule of $(LEVERS_PLAN)) and their
 # controls, seeds 1-5, each task's full default preset, scored on the official dev set; then the seed
