@@ -169,6 +169,14 @@ levers-exploratory-%: setup
 		$(LEVERS_DIR)/$*/$$control --dev validation --json $(LEVERS_RESULTS)/screening-$*/exploratory/$$name.json \
 		|| exit 1; done < $(LEVERS_RESULTS)/exploratory.tsv
 
+# Register similarity at init and after training for every register arm of one task's screening.
+LEVERS_SIMILARITY_ARMS = init identity depth rlr tuning pre8-ft
+levers-similarity-%: setup
+	mkdir -p $(LEVERS_RESULTS)/screening-$*
+	$(VENV)/bin/python $(LEVERS_RESULTS)/similarity_at_init.py $(addprefix $(LEVERS_DIR)/$*/,$(LEVERS_SIMILARITY_ARMS)) \
+		--plot $(LEVERS_RESULTS)/screening-$*/similarity.png > $(LEVERS_RESULTS)/screening-$*/similarity.tsv.part
+	mv $(LEVERS_RESULTS)/screening-$*/similarity.tsv.part $(LEVERS_RESULTS)/screening-$*/similarity.tsv
+
 # Exploratory, after screening: what the two TyDi picks' registers do (seed-1 models, the held-out split;
 # one checkpoint each, so the intervals are over questions). A = deep registers, B = orthogonal init.
 LEVERS_ANALYSIS = $(LEVERS_RESULTS)/screening-tydi/analysis-deep-vs-orthogonal
