@@ -501,6 +501,37 @@ def test_load_model_reads_every_file_from_one_revision_of_one_subfolder(tmp_path
     assert all(tuple(rest) == ("main", "hf_fake", "sub") for _, *rest in calls), calls
 
 
+def _replicate_on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """What ``torch.nn.parallel.replicate`` builds for a second GPU, on the CPU: shallow copies of every
+    module that share the original's hook objects, each with its own parameter tensors (here + 1)."""
+    copies = {module: module._replicate_for_data_parallel() for module in model.modules()}
+    for module, replica in copies.items():
+        for name, child in module._modules.items():
+            replica._modules[name] = copies[child] if child is not None else None
+        for name, parameter in module._parameters.items():
+            if parameter is not None:
+                replica._parameters[name] = parameter.detach() + 1.0
+    return copies[model]
+
+
+@pytest.mark.parametrize("depth", ["input", "all"])
+def test_a_data_parallel_replica_uses_its_own_registers(depth: str) -> None:
+    """nn.DataParallel (what Trainer does on 2+ GPUs) runs replicas whose hooks still hold the original
+    base: every hook must read the registers of the replica that runs, not the original's."""
+    import copy
+
+    model = add_registers(tiny_model("bert"), 3, init="orthogonal", depth=depth).eval()
+    batch = tiny_batch("bert")
+    with torch.no_grad():
+        before = model(**batch).start_logits
+        expected = copy.deepcopy(model)
+        for parameter in expected.parameters():
+            parameter.add_(1.0)
+        replica = _replicate_on_cpu(model)
+        torch.testing.assert_close(replica(**batch).start_logits, expected(**batch).start_logits)
+        torch.testing.assert_close(model(**batch).start_logits, before, atol=0, rtol=0)  # the original's own
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("depth", ["input", "all"])
 def test_a_deep_copy_uses_its_own_registers(arch: str, depth: str) -> None:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -632,18 +634,38 @@ def add_registers_with(model: PreTrainedModel, config: RegisterConfig) -> PreTra
     return _attach(model, config, initialize=True)
 
 
+# The register module of the forward pass running in this thread, per model: id(base) -> weak reference.
+# nn.DataParallel runs each replica in its own thread, and a replica's submodules share the original's hook
+# objects, which hold the original base (on the first device). The base's own pre-hook is handed the module
+# that runs, the replica, so it records the replica's registers here for the entry and layer hooks of the
+# same pass; the base's last hook forgets them. Weak, so that a pass that raised keeps no replica alive.
+_RUNNING = threading.local()
+
+
 class _OnBase:
     """A hook that reaches the register module in use through ``base`` at every call.
 
     An object, not a closure over ``base``: ``copy.deepcopy(model)`` copies its ``base`` along with the
     model, so the copy's hooks edit with the copy's registers (a closure would keep the original's).
+    ``role`` is ``open`` for the base's pre-hook (it records the running model's registers for this
+    pass), ``close`` for the base's forward hook (it forgets them), ``inside`` for the hooks in between.
     """
 
-    def __init__(self, base: nn.Module, action: Callable[..., Any]) -> None:
-        self.base, self.action = base, action
+    def __init__(self, base: nn.Module, action: Callable[..., Any], role: str = "inside") -> None:
+        self.base, self.action, self.role = base, action, role
 
-    def __call__(self, *args: Any) -> Any:
-        return self.action(_live(self.base), *args)
+    def __call__(self, module: nn.Module, *args: Any) -> Any:
+        running: dict[int, weakref.ref] = _RUNNING.__dict__.setdefault("live", {})
+        if self.role == "open":  # `module` is the model that runs: the base, or a DataParallel replica
+            live = _live(module)
+            running[id(self.base)] = weakref.ref(live)
+        else:
+            recorded = (
+                running.pop(id(self.base), None) if self.role == "close" else running.get(id(self.base))
+            )
+            live = recorded() if recorded is not None else None
+            live = live if live is not None else _live(self.base)  # called outside a pass of the base
+        return self.action(live, module, *args)
 
 
 def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool) -> PreTrainedModel:
@@ -694,7 +716,7 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     def pooler_text_only(_module: nn.Module, args: tuple) -> tuple:
         return (split_registers(args[0], config)[1], *args[1:])
 
-    def drop_registers(_module: nn.Module, _args: tuple, output: Any) -> Any:
+    def drop_registers(_live: RegisterTokens, _module: nn.Module, _args: tuple, output: Any) -> Any:
         if isinstance(output, tuple):
             return (split_registers(output[0], config)[1], *output[1:])
         output.last_hidden_state = split_registers(output.last_hidden_state, config)[1]
@@ -704,7 +726,7 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
         # hidden_states is the first positional argument of every supported encoder layer.
         return (live.enter_layer(index, args[0]), *args[1:])
 
-    base.register_forward_pre_hook(_OnBase(base, extend_mask), with_kwargs=True)
+    base.register_forward_pre_hook(_OnBase(base, extend_mask, "open"), with_kwargs=True)
     entry.register_forward_hook(_OnBase(base, insert_registers))
     if config.per_layer:
         for index, layer in enumerate(layers):
@@ -712,7 +734,7 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     pooler = getattr(base, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)
-    base.register_forward_hook(drop_registers)
+    base.register_forward_hook(_OnBase(base, drop_registers, "close"))
     return model
 
 
