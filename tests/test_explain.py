@@ -588,6 +588,26 @@ def test_cli_analyze_compare_end_to_end(saved_pair, tiny_squad, tmp_path: Path, 
     assert main([*argv[:-5], "--num-examples", "4", "--output-dir", str(out), "--no-progress"]) == 2
 
 
+def test_cli_analyze_names_the_models_by_their_labels(
+    saved_pair, tiny_squad, tmp_path: Path, restore_hf_logging, capsys
+) -> None:
+    from regtune.cli.main import main
+
+    out = tmp_path / "analyze"
+    argv = ["analyze", "--model", str(saved_pair[0]), "--compare", str(saved_pair[1])]
+    argv += ["--dev", str(tiny_squad.dev), "--num-examples", "3", "--no-ablation", "--no-progress"]
+    argv += ["--output-dir", str(out)]
+    assert main([*argv, "--labels", "plain,registers"]) == 0
+    assert (out / "plain" / "analysis.json").is_file() and (out / "registers" / "sinks.png").is_file()
+    assert not (out / "tau0").exists()
+    config = json.loads((out / "analyze_config.json").read_text())
+    assert list(config["models"]) == ["plain", "registers"]
+    for bad in ("one", "same,same", "a/b,c"):
+        assert main([*argv[:-1], str(tmp_path / bad.replace("/", "_")), "--labels", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("regtune: error:") and "label" in err and len(err.splitlines()) == 1
+
+
 # --- review fixes -------------------------------------------------------------------------------------------
 
 

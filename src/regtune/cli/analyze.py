@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from regtune.cli.common import TASK_CHECK_HELP, add_task_argument, at_least, check_task
+from regtune.cli.common import TASK_CHECK_HELP, add_task_argument, at_least, check_task, comma_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the register ablation (a full dev evaluation per register and mode)",
     )
+    p.add_argument(
+        "--labels",
+        type=comma_list(str),
+        help="names of the model (and of --compare) on folders, pages and plots (default: tau<R> of each)",
+    )
     p.add_argument("--strict", action="store_true", help="fail on the first bad record instead of skipping")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         num_examples=args.num_examples or None,
         seed=args.seed,
         ablation=not args.no_ablation,
+        labels=args.labels,
         strict=args.strict,
         progress=not args.no_progress,
     )

@@ -102,15 +102,18 @@ def run_analyze(
     num_examples: int | None = 200,
     seed: int = 0,
     ablation: bool = True,
+    labels: Sequence[str] | None = None,
     strict: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """The whole ``regtune analyze`` job; returns the files written, by name."""
+    """The whole ``regtune analyze`` job; returns the files written, by name. ``labels`` name the models'
+    folders and plots (default: ``tau<R>`` of each)."""
     from regtune import __version__
     from regtune.core.hub import load_tokenizer
     from regtune.core.registers import load_model
     from regtune.explain.artifact_plots import PLOT_FILES, plot_comparison
     from regtune.explain.run import (
+        check_labels,
         check_same_inputs,
         check_same_task,
         default_labels,
@@ -124,7 +127,8 @@ def run_analyze(
     task = check_same_task(models)
     if compare:
         check_same_inputs(models[0], models[1])
-    labels = default_labels(*models)
+    labels = tuple(labels) if labels else default_labels(*models)
+    check_labels(labels, len(models))
     tokenizer = load_tokenizer(model)
     data = task.read_for_model(dev, models[0], strict=strict)
     if not data.examples:
