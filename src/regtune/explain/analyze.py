@@ -164,17 +164,22 @@ def run_analyze(
         comparison = plot_comparison(analyses, output_dir / PLOT_FILES["comparison"])
         images.insert(0, comparison)
         written["comparison plot"] = comparison
-    notes = [
-        f"Norms, outliers and attention: {len(inputs)} {task.unit}s of {Path(dev).name} (seed {seed}), one "
+    notes = _page_notes(task, len(inputs), dev, seed, next(iter(analyses.values())))
+    written["page"] = _write_page(output_dir, labels, dev, analyses, ablations, images, notes, task.unit)
+    return written
+
+
+def _page_notes(task: Any, num_inputs: int, dev: str, seed: int, analysis: Mapping[str, Any]) -> list[str]:
+    """The page's notes on what was measured, on how many examples, and how to read the tables."""
+    return [
+        f"Norms, outliers and attention: {num_inputs} {task.unit}s of {Path(dev).name} (seed {seed}), one "
         f"{task.sequence} each; ablation: every {task.unit} of the file.",
-        f"Outlier rule: {next(iter(analyses.values()))['settings']['outlier_rule']}.",
+        f"Outlier rule: {analysis['settings']['outlier_rule']}.",
         "'attn to X %': share of the text tokens' attention that lands on tokens of kind X (mean of heads); "
         "'X x uniform': that share divided by X's share of the keys (1 = no preference, >1 = a sink).",
         f"Token kinds: {', '.join(CATEGORIES)} (stop words: a fixed English list; other languages count as "
         "content).",
     ]
-    written["page"] = _write_page(output_dir, labels, dev, analyses, ablations, images, notes, task.unit)
-    return written
 
 
 def _analyze_one(
