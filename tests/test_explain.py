@@ -602,7 +602,7 @@ def test_cli_analyze_names_the_models_by_their_labels(
     assert not (out / "tau0").exists()
     config = json.loads((out / "analyze_config.json").read_text())
     assert list(config["models"]) == ["plain", "registers"]
-    for bad in ("one", "same,same", "a/b,c"):
+    for bad in ("one", "same,same", "a/b,c", "a,analyze_config.json"):
         assert main([*argv[:-1], str(tmp_path / bad.replace("/", "_")), "--labels", bad]) == 2
         err = capsys.readouterr().err
         assert err.startswith("regtune: error:") and "label" in err and len(err.splitlines()) == 1

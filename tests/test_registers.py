@@ -501,35 +501,73 @@ def test_load_model_reads_every_file_from_one_revision_of_one_subfolder(tmp_path
     assert all(tuple(rest) == ("main", "hf_fake", "sub") for _, *rest in calls), calls
 
 
-def _replicate_on_cpu(model: torch.nn.Module) -> torch.nn.Module:
-    """What ``torch.nn.parallel.replicate`` builds for a second GPU, on the CPU: shallow copies of every
-    module that share the original's hook objects, each with its own parameter tensors (here + 1)."""
+def _replicate_on_cpu(model: torch.nn.Module, shift: float) -> torch.nn.Module:
+    """What ``torch.nn.parallel.replicate`` builds for another GPU, on the CPU: shallow copies of every module
+    that share the original's hook objects, with each parameter set as a plain tensor attribute (here the
+    original's plus ``shift``) and ``_parameters`` left empty, as replicate does."""
     copies = {module: module._replicate_for_data_parallel() for module in model.modules()}
     for module, replica in copies.items():
         for name, child in module._modules.items():
             replica._modules[name] = copies[child] if child is not None else None
         for name, parameter in module._parameters.items():
             if parameter is not None:
-                replica._parameters[name] = parameter.detach() + 1.0
+                setattr(replica, name, parameter.detach() + shift)
     return copies[model]
 
 
 @pytest.mark.parametrize("depth", ["input", "all"])
-def test_a_data_parallel_replica_uses_its_own_registers(depth: str) -> None:
-    """nn.DataParallel (what Trainer does on 2+ GPUs) runs replicas whose hooks still hold the original
-    base: every hook must read the registers of the replica that runs, not the original's."""
+def test_data_parallel_replicas_use_their_own_registers(depth: str) -> None:
+    """nn.DataParallel (what Trainer does on 2+ GPUs) runs replicas, each in its own thread, whose hooks
+    still hold the original base: every hook must read the registers of the replica that runs."""
     import copy
+    import threading
 
     model = add_registers(tiny_model("bert"), 3, init="orthogonal", depth=depth).eval()
     batch = tiny_batch("bert")
+    shifts = (1.0, 2.0)
+    replicas = [_replicate_on_cpu(model, shift) for shift in shifts]
+    outputs: dict[float, torch.Tensor] = {}
+    barrier = threading.Barrier(len(shifts))
+
+    def run(replica: torch.nn.Module, shift: float) -> None:
+        barrier.wait()  # both passes at once, as parallel_apply runs them
+        with torch.no_grad():
+            outputs[shift] = replica(**batch).start_logits
+
     with torch.no_grad():
         before = model(**batch).start_logits
-        expected = copy.deepcopy(model)
-        for parameter in expected.parameters():
-            parameter.add_(1.0)
-        replica = _replicate_on_cpu(model)
-        torch.testing.assert_close(replica(**batch).start_logits, expected(**batch).start_logits)
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(replicas, shifts, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with torch.no_grad():
+        for shift in shifts:
+            expected = copy.deepcopy(model)
+            for parameter in expected.parameters():
+                parameter.add_(shift)
+            torch.testing.assert_close(outputs[shift], expected(**batch).start_logits)
         torch.testing.assert_close(model(**batch).start_logits, before, atol=0, rtol=0)  # the original's own
+
+
+def test_a_pass_that_raises_leaves_no_register_module_behind() -> None:
+    """The hooks' per-pass record is cleared even when the forward raises (the close hook always runs)."""
+    from regtune.core import registers as core
+
+    model = add_registers(tiny_model("bert"), 2, depth="all").eval()
+    batch = tiny_batch("bert")
+
+    def fail(*_args: object) -> None:
+        raise RuntimeError("a layer failed")
+
+    handle = model.bert.encoder.layer[1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="a layer failed"):
+        model(**batch)
+    assert core._RUNNING.__dict__.get("live", {}) == {}
+    handle.remove()
+    with torch.no_grad():
+        model(**batch)
+    assert core._RUNNING.__dict__.get("live", {}) == {}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

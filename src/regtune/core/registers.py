@@ -237,7 +237,8 @@ class RegisterTokens(nn.Module):
         regs = self.tokens if override is None else override
         if regs.dim() == 2:
             regs = regs.unsqueeze(0)
-        regs = regs.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
+        # to the device too: under DataParallel an override tensor stays where it was made
+        regs = regs.to(hidden.device, hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
         return torch.cat([hidden[:, :at], regs, hidden[:, at:]], dim=1)
 
     def enter_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
@@ -254,7 +255,7 @@ class RegisterTokens(nn.Module):
         if self.layer_tokens is not None and index > 0:
             override = self._override_at(index)
             learned = self.layer_tokens[index - 1] if override is None else override
-            rows = learned.to(hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
+            rows = learned.to(hidden.device, hidden.dtype).expand(hidden.shape[0], -1, -1)  # (B, R, H)
         if self.slot_identity is not None:
             rows = rows + self.slot_identity.to(hidden.dtype)
         return torch.cat([hidden[:, :at], rows, hidden[:, at + r :]], dim=1)
@@ -634,11 +635,12 @@ def add_registers_with(model: PreTrainedModel, config: RegisterConfig) -> PreTra
     return _attach(model, config, initialize=True)
 
 
-# The register module of the forward pass running in this thread, per model: id(base) -> weak reference.
-# nn.DataParallel runs each replica in its own thread, and a replica's submodules share the original's hook
-# objects, which hold the original base (on the first device). The base's own pre-hook is handed the module
-# that runs, the replica, so it records the replica's registers here for the entry and layer hooks of the
-# same pass; the base's last hook forgets them. Weak, so that a pass that raised keeps no replica alive.
+# The register modules of the forward passes running in this thread, per model: id(base) -> a stack of weak
+# references (a stack, in case a pass of the model runs inside another). nn.DataParallel runs each replica in
+# its own thread, and a replica's submodules share the original's hook objects, which hold the original base
+# (on the first device). The base's own pre-hook is handed the module that runs, the replica, so it records
+# the replica's registers here for the entry and layer hooks of the same pass; the base's last hook, called
+# even when the pass raises, forgets them. Weak, so that nothing here keeps a replica alive.
 _RUNNING = threading.local()
 
 
@@ -648,23 +650,26 @@ class _OnBase:
     An object, not a closure over ``base``: ``copy.deepcopy(model)`` copies its ``base`` along with the
     model, so the copy's hooks edit with the copy's registers (a closure would keep the original's).
     ``role`` is ``open`` for the base's pre-hook (it records the running model's registers for this
-    pass), ``close`` for the base's forward hook (it forgets them), ``inside`` for the hooks in between.
+    pass), ``close`` for the base's last forward hook (it forgets them), ``inside`` for the hooks between.
     """
 
-    def __init__(self, base: nn.Module, action: Callable[..., Any], role: str = "inside") -> None:
+    def __init__(self, base: nn.Module, action: Callable[..., Any] | None, role: str = "inside") -> None:
         self.base, self.action, self.role = base, action, role
 
     def __call__(self, module: nn.Module, *args: Any) -> Any:
-        running: dict[int, weakref.ref] = _RUNNING.__dict__.setdefault("live", {})
+        stacks: dict[int, list[weakref.ref]] = _RUNNING.__dict__.setdefault("live", {})
+        key = id(self.base)
         if self.role == "open":  # `module` is the model that runs: the base, or a DataParallel replica
-            live = _live(module)
-            running[id(self.base)] = weakref.ref(live)
-        else:
-            recorded = (
-                running.pop(id(self.base), None) if self.role == "close" else running.get(id(self.base))
-            )
-            live = recorded() if recorded is not None else None
-            live = live if live is not None else _live(self.base)  # called outside a pass of the base
+            stacks.setdefault(key, []).append(weakref.ref(_live(module)))
+        stack = stacks.get(key, [])
+        if self.role == "close":
+            if stack:
+                stack.pop()
+            if not stack:
+                stacks.pop(key, None)
+            return None
+        live = stack[-1]() if stack else None
+        live = live if live is not None else _live(self.base)  # called outside a pass of the base
         return self.action(live, module, *args)
 
 
@@ -734,7 +739,8 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     pooler = getattr(base, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)
-    base.register_forward_hook(_OnBase(base, drop_registers, "close"))
+    base.register_forward_hook(_OnBase(base, drop_registers))
+    base.register_forward_hook(_OnBase(base, None, "close"), always_call=True)
     return model
 
 

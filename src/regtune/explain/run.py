@@ -321,6 +321,9 @@ def check_labels(labels: Sequence[str], count: int) -> None:
             raise RegtuneError(
                 f"label {label!r} must be a plain file name (letters, digits, '.', '_', '+', '-')"
             )
+        if re.search(r"\.(json|csv|png|svg|html|gz)$", label, flags=re.IGNORECASE):
+            # a label names a folder beside the output's own files (analyze_config.json, index.html, ...)
+            raise RegtuneError(f"label {label!r} looks like a file name; a label names a folder")
 
 
 def check_same_task(models: Sequence[PreTrainedModel]) -> Task:
