@@ -721,7 +721,7 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     def pooler_text_only(_module: nn.Module, args: tuple) -> tuple:
         return (split_registers(args[0], config)[1], *args[1:])
 
-    def drop_registers(_live: RegisterTokens, _module: nn.Module, _args: tuple, output: Any) -> Any:
+    def drop_registers(_module: nn.Module, _args: tuple, output: Any) -> Any:
         if isinstance(output, tuple):
             return (split_registers(output[0], config)[1], *output[1:])
         output.last_hidden_state = split_registers(output.last_hidden_state, config)[1]
@@ -739,7 +739,7 @@ def _attach(model: PreTrainedModel, config: RegisterConfig, *, initialize: bool)
     pooler = getattr(base, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.register_forward_pre_hook(pooler_text_only)
-    base.register_forward_hook(_OnBase(base, drop_registers))
+    base.register_forward_hook(drop_registers)
     base.register_forward_hook(_OnBase(base, None, "close"), always_call=True)
     return model
 
