@@ -563,11 +563,11 @@ def test_a_pass_that_raises_leaves_no_register_module_behind() -> None:
     handle = model.bert.encoder.layer[1].register_forward_pre_hook(fail)
     with pytest.raises(RuntimeError, match="a layer failed"):
         model(**batch)
-    assert core._RUNNING.__dict__.get("live", {}) == {}
+    assert core._RUNNING.stacks == {}
     handle.remove()
     with torch.no_grad():
         model(**batch)
-    assert core._RUNNING.__dict__.get("live", {}) == {}
+    assert core._RUNNING.stacks == {}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -641,7 +641,12 @@ def add_registers_with(model: PreTrainedModel, config: RegisterConfig) -> PreTra
 # (on the first device). The base's own pre-hook is handed the module that runs, the replica, so it records
 # the replica's registers here for the entry and layer hooks of the same pass; the base's last hook, called
 # even when the pass raises, forgets them. Weak, so that nothing here keeps a replica alive.
-_RUNNING = threading.local()
+class _Running(threading.local):
+    def __init__(self) -> None:
+        self.stacks: dict[int, list[weakref.ref]] = {}
+
+
+_RUNNING = _Running()
 
 
 class _OnBase:
@@ -653,11 +658,16 @@ class _OnBase:
     pass), ``close`` for the base's last forward hook (it forgets them), ``inside`` for the hooks between.
     """
 
-    def __init__(self, base: nn.Module, action: Callable[..., Any] | None, role: str = "inside") -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        action: Callable[..., Any] | None,
+        role: Literal["open", "inside", "close"] = "inside",
+    ) -> None:
         self.base, self.action, self.role = base, action, role
 
     def __call__(self, module: nn.Module, *args: Any) -> Any:
-        stacks: dict[int, list[weakref.ref]] = _RUNNING.__dict__.setdefault("live", {})
+        stacks = _RUNNING.stacks
         key = id(self.base)
         if self.role == "open":  # `module` is the model that runs: the base, or a DataParallel replica
             stacks.setdefault(key, []).append(weakref.ref(_live(module)))
