@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # at once would only share the same cores: never run targets in parallel, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe levers-analyze-tydi explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe levers-keep levers-restore levers-analyze-tydi explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -194,20 +194,38 @@ CONFIRM_tydi = --train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json
 CONFIRM_sst2 = --train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv
 CONFIRM = $(VENV)/bin/regtune sweep --seeds 1,2,3,4,5 --no-progress --jobs 2
 levers-confirm-%: setup
+	$(MAKE) --no-print-directory levers-restore
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 	@test -f $(LEVERS_DIR)/$*/selection/confirm.tsv || { echo "screening of $* is not complete"; exit 2; }
 	while read -r name flags; do \
 		$(CONFIRM) $(CONFIRM_$*) $$flags --output-dir $(LEVERS_DIR)/$*/confirm/$$name </dev/null || exit 1; \
 	done < $(LEVERS_DIR)/$*/selection/confirm.tsv
 levers-seed-recipe: setup
+	$(MAKE) --no-print-directory levers-restore
 	$(CONFIRM) --preset seed --registers 0,5 --train $(DATA_DIR)/en/train.json \
 		--dev $(DATA_DIR)/en/dev.json,$(DATA_DIR)/en/dev.seed-single-reference.json \
 		--output-dir $(LEVERS_DIR)/seed-recipe
-study-levers: study-levers-screen levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe
+# Stage 1 is published (screening-TASK/, picks frozen); `make study-levers-screen` reruns it, and select refuses
+# a complete rerun that would pick otherwise.
+study-levers: levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --output $(LEVERS_RESULTS)/confirmation
-	for task in tydi sst2; do mkdir -p $(LEVERS_RESULTS)/screening-$$task && \
-		cp $(LEVERS_DIR)/$$task/selection/screening.* $(LEVERS_RESULTS)/screening-$$task/ || exit 1; done
+	$(MAKE) --no-print-directory levers-keep
 	$(VENV)/bin/regtune report $(LEVERS_DIR)/seed-recipe --export $(LEVERS_RESULTS)/seed-recipe
+
+# runs/ does not survive a fresh checkout, so stage 2's finished runs are kept under version control: their
+# small result files (regtune report --export; no weights), in $(LEVERS_DIR)'s layout. `make levers-keep`,
+# then commit, before a session stops; the confirmation targets restore them (and the frozen picks) first,
+# and a restored run counts as finished, so it is not trained again.
+LEVERS_KEPT ?= $(LEVERS_RESULTS)/runs
+levers-keep: setup
+	for sweep in $(LEVERS_DIR)/*/confirm/* $(LEVERS_DIR)/seed-recipe; do \
+		ls $$sweep/runs/*/evals/*/metrics.json >/dev/null 2>&1 || continue; \
+		$(VENV)/bin/regtune report $$sweep --export $(LEVERS_KEPT)/$${sweep#$(LEVERS_DIR)/} || exit 1; done
+levers-restore:
+	for task in tydi sst2; do test -f $(LEVERS_DIR)/$$task/selection/screening.json || { \
+		mkdir -p $(LEVERS_DIR)/$$task/selection && \
+		cp $(LEVERS_RESULTS)/screening-$$task/screening.json $(LEVERS_DIR)/$$task/selection/; } || exit 1; done
+	if test -d $(LEVERS_KEPT); then mkdir -p $(LEVERS_DIR) && cp -rn $(LEVERS_KEPT)/. $(LEVERS_DIR)/; fi
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).

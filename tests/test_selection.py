@@ -147,6 +147,25 @@ def test_complete_picks_are_frozen_and_list_the_sweeps_to_confirm(tmp_path: Path
         selection.freeze(plan, root, redone)
 
 
+def test_a_fresh_checkout_confirms_the_published_picks_without_the_screening_runs(tmp_path: Path) -> None:
+    plan = load_plan(_plan(tmp_path / "plan.json"))
+    root = _screening(tmp_path / "runs")
+    selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
+    published = (root / "tydi" / "selection" / "screening.json").read_text()
+    listed = (root / "tydi" / "selection" / "confirm.tsv").read_text()
+    # Another machine: no screening runs, only the published screening.json in the selection folder.
+    fresh = tmp_path / "fresh"
+    (fresh / "tydi" / "selection").mkdir(parents=True)
+    (fresh / "tydi" / "selection" / "screening.json").write_text(published)
+    recomputed = selection.screen(plan, fresh, "tydi", n_boot=200)
+    assert not recomputed["complete"] and recomputed["picks"] is None
+    kept = selection.freeze(plan, fresh, recomputed)
+    assert kept["picks"] == [3, 2] and kept["complete"]
+    assert (fresh / "tydi" / "selection" / "screening.json").read_text() == published
+    expected = listed.replace(str(root / "tydi"), str(fresh / "tydi"))  # {screen} is this root's folder
+    assert (fresh / "tydi" / "selection" / "confirm.tsv").read_text() == expected
+
+
 def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
     plan_file = _plan(tmp_path / "plan.json", confirm_seeds=5)
     root = _screening(tmp_path / "runs")

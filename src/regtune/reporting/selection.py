@@ -294,7 +294,9 @@ def freeze(plan: Plan, root: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Write the screening atomically; once complete, its picks never change.
 
     A complete screening already on disk keeps its picks: a recomputation that would pick differently
-    (more seeds added, runs redone, the plan edited) is refused rather than silently re-deciding.
+    (more seeds added, runs redone, the plan edited) is refused rather than silently re-deciding. One that
+    is not complete cannot re-decide, so the frozen picks stand: that is how a fresh checkout, which has
+    only the published ``screening.json`` copied into ``ROOT/TASK/selection/``, goes on to confirmation.
     """
     out = root / result["task"] / SELECTION_DIR
     old = _read(out / "screening.json")
@@ -307,12 +309,12 @@ def freeze(plan: Plan, root: Path, result: dict[str, Any]) -> dict[str, Any]:
                 f"{frozen} under another version of {plan.path} (sha256 {str(old.get('plan_sha256'))[:12]}); "
                 "restore that plan, or move the folder away to start a new study"
             )
-        if old.get("picks") != result["picks"]:
+        if result["complete"] and old.get("picks") != result["picks"]:
             raise RegtuneError(
                 f"{frozen}; this one would pick {result['picks']}. Keep the first decision, or move the "
                 "folder away to start a new study"
             )
-        if not (out / "confirm.tsv").is_file():  # deleted by hand: the frozen picks still say what to run
+        if not (out / "confirm.tsv").is_file():  # deleted, or only screening.json restored: picks still say
             atomic_write_text(out / "confirm.tsv", confirm_list(plan, root, old))
         return old
     atomic_write_json(out / "screening.json", result)
