@@ -8,6 +8,9 @@ is known before the code runs.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 from regtune.cli import main as cli
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
+from regtune.experiments.sweep import SweepConfig, collect_results
 from regtune.reporting import selection
 from regtune.reporting.selection import Rule, load_plan, minimum_detectable_effect, pick
 from test_report import make_sweep
@@ -164,6 +168,40 @@ def test_a_fresh_checkout_confirms_the_published_picks_without_the_screening_run
     assert (fresh / "tydi" / "selection" / "screening.json").read_text() == published
     expected = listed.replace(str(root / "tydi"), str(fresh / "tydi"))  # {screen} is this root's folder
     assert (fresh / "tydi" / "selection" / "confirm.tsv").read_text() == expected
+
+
+def _make(*targets: str, **variables: Path) -> None:
+    """The repository's Makefile, with this interpreter's environment standing in for the set-up .venv."""
+    venv = Path(sys.executable).parent.parent
+    assigned = [f"{k}={v}" for k, v in {"VENV": venv, **variables}.items()]
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(["make", "-s", "-o", f"{venv}/.installed", *targets, *assigned], cwd=repo, check=True)
+
+
+def test_make_levers_keep_then_restore_brings_back_the_finished_runs(tmp_path: Path) -> None:
+    # The study's runs/ is lost on a fresh checkout; what levers-keep puts under version control must be
+    # enough to resume: the frozen picks, and finished runs that the sweep skips and the tables read.
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    sweep = make_sweep(
+        runs / "tydi" / "confirm" / "control", taus=(0,), devs=("en",), unfinished=("tau0-seed3",)
+    )
+    (sweep.root / "runs" / "tau0-seed1" / "model").mkdir()
+    (sweep.root / "runs" / "tau0-seed1" / "model" / "model.safetensors").write_bytes(b"weights")
+    for task in ("tydi", "sst2"):
+        (results / f"screening-{task}").mkdir(parents=True)
+        (results / f"screening-{task}" / "screening.json").write_text(f'{{"task": "{task}"}}')
+    original = collect_results(sweep)
+    _make("levers-keep", LEVERS_DIR=runs, LEVERS_RESULTS=results)
+    kept = results / "runs" / "tydi" / "confirm" / "control"
+    assert sorted(p.name for p in (kept / "runs").iterdir()) == ["tau0-seed1", "tau0-seed2"]
+    assert not list(kept.rglob("*.safetensors")) and (kept / "report").is_dir()
+    shutil.rmtree(runs)  # the fresh checkout
+    _make("levers-restore", LEVERS_DIR=runs, LEVERS_RESULTS=results)
+    assert json.loads((runs / "sst2" / "selection" / "screening.json").read_text()) == {"task": "sst2"}
+    saved = json.loads((runs / "tydi" / "confirm" / "control" / "sweep.json").read_text())["sweep"]
+    restored = SweepConfig.from_dict({**saved, "output_dir": str(runs / "tydi" / "confirm" / "control")})
+    assert collect_results(restored) == original
+    assert len(original) == 2  # seed 3 was in progress: it is trained again
 
 
 def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         picks = result["picks"]
         state = "incomplete" if picks is None else f"picks {[plan.arm(i).name for i in picks]}"
         print(f"{task}: {done} of {len(result['rows'])} comparisons screened, {state}")
-        print(f"  {root / task / selection.SELECTION_DIR / 'screening.md'}")
+        table = root / task / selection.SELECTION_DIR / "screening.md"
+        # Only screening.json where the picks were restored on a machine without the screening runs.
+        print(f"  {table}" if table.is_file() else f"  {table.with_suffix('.json')} (frozen; runs not here)")
     confirmed = selection.confirm(plan, root, n_boot=args.n_boot, seed=args.seed)
     if confirmed["rows"]:
         out = Path(args.output) if args.output else root / "confirmation"
