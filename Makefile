@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # at once would only share the same cores: never run targets in parallel, even under make -j.
 .NOTPARALLEL:
 
-.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe levers-keep levers-restore levers-analyze-tydi explain-study explain-study-sst2 bench clean
+.PHONY: setup test test-fast lint demo study study-sst2 study-llm analyze-study-llm study-xling explain-study-xling study-levers-screen study-levers levers-seed-recipe levers-keep levers-restore levers-publish levers-analyze-tydi explain-study explain-study-sst2 bench clean
 
 setup: $(VENV)/.installed
 
@@ -208,9 +208,14 @@ levers-seed-recipe: setup
 # Stage 1 is published (screening-TASK/, picks frozen); `make study-levers-screen` reruns it, and select refuses
 # a complete rerun that would pick otherwise.
 study-levers: levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe
-	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --output $(LEVERS_RESULTS)/confirmation
+	$(MAKE) --no-print-directory levers-publish
+# The tables read run files only, so they come from the current code even when the runs were trained from a
+# snapshot on PYTHONPATH (docs/results/register-levers/README.md); rerun it at any time. The seed recipe's report
+# is the kept $(LEVERS_KEPT)/seed-recipe/report/.
+levers-publish: setup
 	$(MAKE) --no-print-directory levers-keep
-	$(VENV)/bin/regtune report $(LEVERS_DIR)/seed-recipe --export $(LEVERS_RESULTS)/seed-recipe
+	env -u PYTHONPATH $(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) \
+		--output $(LEVERS_RESULTS)/confirmation
 
 # runs/ does not survive a fresh checkout, so stage 2's finished runs are kept under version control: their
 # small result files (regtune report --export; no weights), in $(LEVERS_DIR)'s layout. `make levers-keep`,

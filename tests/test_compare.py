@@ -35,6 +35,11 @@ def test_the_difference_is_paired_on_the_seeds_both_arms_have(two_sweeps: tuple[
     f1 = result["metrics"]["f1"]
     assert f1["delta"] == pytest.approx(expected, abs=1e-9)
     assert f1["ci_low"] < f1["delta"] < f1["ci_high"] and f1["n_seeds"] == 2
+    # Each side's own level, on the same two seeds: Δ is their difference, and each interval holds its mean.
+    for side, scores in (("treated", treated), ("control", control)):
+        assert f1[side]["mean"] == pytest.approx(100 * np.mean([scores[s].mean() for s in (1, 2)]), abs=1e-9)
+        assert f1[side]["ci_low"] < f1[side]["mean"] < f1[side]["ci_high"]
+    assert f1["treated"]["mean"] - f1["control"]["mean"] == pytest.approx(f1["delta"], abs=1e-9)
 
 
 def test_within_one_sweep_it_agrees_with_the_report(two_sweeps: tuple[Path, Path]) -> None:
@@ -42,6 +47,8 @@ def test_within_one_sweep_it_agrees_with_the_report(two_sweeps: tuple[Path, Path
     result = compare_arms(ArmSpec.parse(f"{a}:num_registers=8"), ArmSpec.parse(f"{a}:num_registers=0"), "en")
     report = find_cell(analyze_sweep(a, n_boot=500), "en", num_registers=8)["vs_tau0"]["f1"]
     assert result["metrics"]["f1"]["delta"] == pytest.approx(report["delta"], abs=1e-9)
+    cell = find_cell(analyze_sweep(a, n_boot=500), "en", num_registers=8)["metrics"]["f1"]
+    assert result["metrics"]["f1"]["treated"]["mean"] == pytest.approx(cell["mean"], abs=1e-9)
     # Independent bootstraps of the same comparison: the intervals agree to within resampling noise.
     assert result["metrics"]["f1"]["ci_low"] == pytest.approx(report["ci_low"], abs=0.6)
 
@@ -70,6 +77,7 @@ def test_cli_prints_the_difference_and_writes_json(two_sweeps, tmp_path: Path, c
     assert (
         "f1: Δ " in printed and "(2 seeds, " in printed and "seeds only one arm has, left out: 3" in printed
     )
+    assert printed.count("  treated ") == 2 and ", control " in printed  # one level line per metric
     assert json.loads(out.read_text())["metrics"]["exact_match"]["n_seeds"] == 2
     assert cli.main(["compare", str(a), str(b), "--dev", "en"]) == cli.EXIT_USER_ERROR
 

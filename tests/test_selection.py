@@ -228,6 +228,13 @@ def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:
     selection.write_confirmation(plan, result, tmp_path / "out")
     table = (tmp_path / "out" / "confirmation.md").read_text()
     assert "Holm across every row" in table and "](confirmation.png)" in table
+    assert "- tydi (f1 on `en`): picks 3 better, 2 good" in table
+    # Each side's level beside Δ: their difference is Δ, and the table shows both.
+    level, control_level = better["score"], better["control_score"]
+    assert level["mean"] - control_level["mean"] == pytest.approx(better["delta"], abs=1e-9)
+    row = next(line for line in table.splitlines() if "| better |" in line)
+    assert f"| {level['mean']:.2f} [{level['ci_low']:.2f}, {level['ci_high']:.2f}] | 1 |" in row
+    assert f"| {control_level['mean']:.2f} [" in row
     svg = (tmp_path / "out" / "confirmation.svg").read_text()
     assert "tydi: better" in svg and "tydi: good" in svg  # one labelled line per pick
 

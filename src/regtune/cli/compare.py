@@ -48,8 +48,16 @@ def run(args: argparse.Namespace) -> int:
             f"{metric}: Δ {r['delta']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] p {r['p_value']:.3g} "
             f"({r['n_seeds']} seeds, {count} examples, 95 % CI)"
         )
+        print(f"  treated {_score(r['treated'])}, control {_score(r['control'])}")
     if result["seeds_left_out"]:
         print(f"seeds only one arm has, left out: {', '.join(map(str, result['seeds_left_out']))}")
     if args.json:
         atomic_write_json(args.json, result)
     return 0
+
+
+def _score(side: dict) -> str:
+    """``mean [low, high]``; one seed has no interval (its seed-to-seed spread is unknown)."""
+    if side["ci_low"] is None:
+        return f"{side['mean']:.2f} (one seed, no CI)"
+    return f"{side['mean']:.2f} [{side['ci_low']:.2f}, {side['ci_high']:.2f}]"

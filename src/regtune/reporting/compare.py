@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from regtune.core.errors import RegtuneError
 from regtune.experiments import stats
 from regtune.reporting.report import (
@@ -137,5 +139,14 @@ def compare_arms(
             "p_value": _finite(comparison.p_value),
             "n_seeds": int(comparison.n_seeds),
             f"n_{task.unit}s": int(comparison.n_questions),
+            # Each side's own score on the paired seeds and examples, so Δ can be read against its level.
+            "treated": _side(a, n_boot, _rng(seed, "side", treated.label(), dev, metric)),
+            "control": _side(b, n_boot, _rng(seed, "side", control.label(), dev, metric)),
         }
     return result
+
+
+def _side(scores: Any, n_boot: int, rng: np.random.Generator) -> dict[str, float | None]:
+    """One arm's mean over seeds and its 95 % CI (seeds and examples resampled); scores: (seeds, examples)."""
+    cell = stats.summarize(scores, n_boot=n_boot, confidence=CONFIDENCE, rng=rng)
+    return {"mean": _finite(cell.mean), "ci_low": _finite(cell.ci_low), "ci_high": _finite(cell.ci_high)}

@@ -214,6 +214,8 @@ def _comparison_row(
         "status": "done",
         **{k: m[k] for k in ("delta", "ci_low", "ci_high", "p_value", "n_seeds")},
         "mde": minimum_detectable_effect(m["ci_low"], m["ci_high"], m["n_seeds"]),
+        "score": m.get("treated"),  # {mean, ci_low, ci_high}: each side on the paired seeds and examples
+        "control_score": m.get("control"),
         "seeds": result["seeds"],
         "trainable_parameters": _run_mean(treated.sweep, result["runs"]["treated"], "trainable_parameters"),
         "register_similarity": _run_mean(treated.sweep, result["runs"]["treated"], "register_similarity"),
@@ -403,6 +405,12 @@ def _num(value: float | None, fmt: str = "+.2f") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _score(side: Mapping[str, Any] | None) -> str:
+    if not side:
+        return "–"
+    return f"{side['mean']:.2f} [{_num(side['ci_low'], '.2f')}, {_num(side['ci_high'], '.2f')}]"
+
+
 def _arm_cells(row: Mapping[str, Any]) -> list[str]:
     if row["status"] != "done":
         return [row["status"]] + ["–"] * 5
@@ -457,18 +465,21 @@ def screening_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
 def confirmation_markdown(plan: Plan, result: Mapping[str, Any]) -> str:
     """The confirmation table: each pick against its control on the official dev set, Holm across all."""
     lines = [
-        "| task | # | arm | vs | Δ [95 % CI] | p | seeds | MDE | trainable | register similarity | p Holm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | # | arm | score [95 % CI] | vs | control's score | Δ [95 % CI] | p | seeds | MDE "
+        "| trainable | register similarity | p Holm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        cells = [row["task"], str(row["id"]), row["name"], str(row["control"]), *_arm_cells(row)]
+        scores = [_score(row.get("score")), str(row["control"]), _score(row.get("control_score"))]
+        cells = [row["task"], str(row["id"]), row["name"], *scores, *_arm_cells(row)]
         lines.append("| " + " | ".join([*cells, _num(row["p_holm"], ".3g")]) + " |")
     notes = [
         f"- {task}: screening not complete, nothing confirmed yet"
         if picks is None
         else f"- {task}: no lever passed screening"
         if not picks
-        else f"- {task}: picks {picks}"
+        else f"- {task} ({plan.tasks[task].metric} on `{plan.tasks[task].confirm_dev}`): picks "
+        + ", ".join(f"{i} {plan.arm(i).name}" for i in picks)
         for task, picks in result["picks"].items()
     ]
     status = "complete" if result["complete"] else "**incomplete** (p Holm provisional)"
