@@ -38,6 +38,7 @@ from transformers import PreTrainedModel
 
 from regtune.core.errors import ConfigError, RegtuneError
 from regtune.core.registers import (
+    RegisterConfig,
     full_position,
     get_register_config,
     register_slice,
@@ -460,7 +461,7 @@ def analyze_model(
     vocab = max(max(item.input_ids) for item in inputs) + 1
     token_text = {tid: tok for item in inputs for tid, tok in zip(item.input_ids, item.tokens, strict=True)}
     sums: _Sums | None = None
-    norm_parts, peak_parts, median_parts, cat_parts, labels = [], [], [], [], []
+    parts = _Parts()
     was_training = model.training
     model.eval()
     try:
@@ -476,29 +477,56 @@ def analyze_model(
                     raise RegtuneError(f"recorded {len(probs)} attention maps for {len(hidden) - 1} layers")
                 if sums is None:
                     sums = _Sums(len(probs), probs[0].shape[1], r, vocab, device)
-                valid = cats >= 0  # (B, S)
-                norms = torch.stack([h.float().norm(dim=-1) for h in hidden])  # (L+1, B, S)
-                norm_parts.append(norms[:, valid].cpu().numpy())
-                peaks, medians = _magnitudes(hidden, valid)
-                peak_parts.append(peaks)
-                median_parts.append(medians)
-                cat_parts.append(cats[valid].cpu().numpy())
-                labels.extend(chunk_labels)
+                parts.add(hidden, cats, chunk_labels)
                 _accumulate(sums, hidden, probs, cats, full_ids, reg)
     finally:
         model.train(was_training)
     assert sums is not None
-    n = len(inputs)
+    return _finish(
+        sums, parts, config, len(inputs), float(k_mad), _top_tokens(sums, token_text, len(inputs), top_k)
+    )
+
+
+@dataclass
+class _Parts:
+    """Per-batch pieces of the token-level arrays, concatenated once at the end (text and registers only)."""
+
+    norms: list[np.ndarray] = field(default_factory=list)  # (L+1, tokens of the batch)
+    peaks: list[np.ndarray] = field(default_factory=list)
+    medians: list[np.ndarray] = field(default_factory=list)
+    categories: list[np.ndarray] = field(default_factory=list)  # (tokens of the batch,)
+    labels: list[str] = field(default_factory=list)
+
+    def add(self, hidden: Sequence[torch.Tensor], cats: torch.Tensor, labels: Sequence[str]) -> None:
+        valid = cats >= 0  # (B, S): padding has category -1
+        norms = torch.stack([h.float().norm(dim=-1) for h in hidden])  # (L+1, B, S)
+        self.norms.append(norms[:, valid].cpu().numpy())
+        peaks, medians = _magnitudes(hidden, valid)
+        self.peaks.append(peaks)
+        self.medians.append(medians)
+        self.categories.append(cats[valid].cpu().numpy())
+        self.labels.extend(labels)
+
+
+def _finish(
+    sums: _Sums,
+    parts: _Parts,
+    config: RegisterConfig,
+    n: int,
+    k_mad: float,
+    top_tokens: list[list[dict[str, Any]]],
+) -> ArtifactAnalysis:
+    """Means from the running sums; per-token attention is NaN for tokens no text query saw."""
     per_token = sums.per_token / sums.per_token_queries.clamp_min(1)
     per_token[:, :, sums.per_token_queries == 0] = math.nan
     return ArtifactAnalysis(
-        num_registers=r,
+        num_registers=config.num_registers,
         placement=config.placement.value,
         num_inputs=n,
-        k_mad=float(k_mad),
-        norms=np.concatenate(norm_parts, axis=1),
-        categories=np.concatenate(cat_parts).astype(np.int8),
-        labels=np.array(labels, dtype=object),
+        k_mad=k_mad,
+        norms=np.concatenate(parts.norms, axis=1),
+        categories=np.concatenate(parts.categories).astype(np.int8),
+        labels=np.array(parts.labels, dtype=object),
         attention_mass=(sums.mass / sums.text_queries).cpu().numpy(),
         attention_per_token=per_token.cpu().numpy(),
         entropy=(sums.entropy / sums.text_queries).cpu().numpy(),
@@ -506,9 +534,9 @@ def analyze_model(
         register_attention=(sums.reg_received / sums.text_queries).cpu().numpy(),
         register_to_category=(sums.reg_to_cat / n).cpu().numpy(),
         register_cosine=(sums.cosine / n).cpu().numpy(),
-        register_top_tokens=_top_tokens(sums, token_text, n, top_k),
-        peaks=np.concatenate(peak_parts, axis=1),
-        medians=np.concatenate(median_parts, axis=1),
+        register_top_tokens=top_tokens,
+        peaks=np.concatenate(parts.peaks, axis=1),
+        medians=np.concatenate(parts.medians, axis=1),
     )
 
 
