@@ -142,7 +142,7 @@ SCREEN_sst2 = --train $(SST2_DATA)/train.tsv --max-steps 600
 SPLIT_tydi = train.json
 SPLIT_sst2 = train.jsonl
 LEVER = $(VENV)/bin/regtune sweep --select-on validation --seeds $(LEVERS_SEEDS) --no-progress --jobs 2
-levers-screen-%: setup
+levers-screen-%: setup levers-restore
 	$(LEVER) $(SCREEN_$*) --registers 0,8 --register-init trunc_normal,orthogonal,vocab \
 		--output-dir $(LEVERS_DIR)/$*/init
 	$(LEVER) $(SCREEN_$*) --registers 8 --register-identity learned --output-dir $(LEVERS_DIR)/$*/identity
@@ -193,44 +193,49 @@ LEVERS_RESULTS ?= docs/results/register-levers
 CONFIRM_tydi = --train $(DATA_DIR)/en/train.json --dev $(DATA_DIR)/en/dev.json
 CONFIRM_sst2 = --train $(SST2_DATA)/train.tsv --dev $(SST2_DATA)/dev.tsv
 CONFIRM = $(VENV)/bin/regtune sweep --seeds 1,2,3,4,5 --no-progress --jobs 2
-levers-confirm-%: setup
-	$(MAKE) --no-print-directory levers-restore
+levers-confirm-%: setup levers-restore
 	$(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) --task $*
 	@test -f $(LEVERS_DIR)/$*/selection/confirm.tsv || { echo "screening of $* is not complete"; exit 2; }
 	while read -r name flags; do \
 		$(CONFIRM) $(CONFIRM_$*) $$flags --output-dir $(LEVERS_DIR)/$*/confirm/$$name </dev/null || exit 1; \
 	done < $(LEVERS_DIR)/$*/selection/confirm.tsv
-levers-seed-recipe: setup
-	$(MAKE) --no-print-directory levers-restore
+levers-seed-recipe: setup levers-restore
 	$(CONFIRM) --preset seed --registers 0,5 --train $(DATA_DIR)/en/train.json \
 		--dev $(DATA_DIR)/en/dev.json,$(DATA_DIR)/en/dev.seed-single-reference.json \
 		--output-dir $(LEVERS_DIR)/seed-recipe
-# Stage 1 is published (screening-TASK/, picks frozen); `make study-levers-screen` reruns it, and select refuses
-# a complete rerun that would pick otherwise.
-study-levers: levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe
-	$(MAKE) --no-print-directory levers-publish
+# Stage 1 is published (screening-TASK/, picks frozen); `make study-levers-screen` reruns it from the restored
+# picks, and select refuses a complete rerun that would pick otherwise.
+study-levers: levers-confirm-tydi levers-confirm-sst2 levers-seed-recipe levers-publish
 # The tables read run files only, so they come from the current code even when the runs were trained from a
 # snapshot on PYTHONPATH (docs/results/register-levers/README.md); rerun it at any time. The seed recipe's report
-# is the kept $(LEVERS_KEPT)/seed-recipe/report/.
-levers-publish: setup
-	$(MAKE) --no-print-directory levers-keep
+# is the kept $(LEVERS_KEPT)/seed-recipe/report/; a screening rerun here replaces the published screening tables.
+levers-publish: setup levers-keep
 	env -u PYTHONPATH $(VENV)/bin/regtune select $(LEVERS_PLAN) --root $(LEVERS_DIR) \
 		--output $(LEVERS_RESULTS)/confirmation
+	for task in tydi sst2; do test ! -f $(LEVERS_DIR)/$$task/selection/screening.md || \
+		cp $(LEVERS_DIR)/$$task/selection/screening.* $(LEVERS_RESULTS)/screening-$$task/ || exit 1; done
 
 # runs/ does not survive a fresh checkout, so stage 2's finished runs are kept under version control: their
 # small result files (regtune report --export; no weights), in $(LEVERS_DIR)'s layout. `make levers-keep`,
-# then commit, before a session stops; the confirmation targets restore them (and the frozen picks) first,
-# and a restored run counts as finished, so it is not trained again.
+# then commit, before a session stops. The study's targets first restore the frozen picks and every kept run
+# folder that is not here (whole folders: a local one, even unfinished, is left as it is); a restored run
+# counts as finished, so it is not trained again. sweep.json holds absolute data paths: restore into a
+# checkout whose ../shared is where it was.
 LEVERS_KEPT ?= $(LEVERS_RESULTS)/runs
 levers-keep: setup
 	for sweep in $(LEVERS_DIR)/*/confirm/* $(LEVERS_DIR)/seed-recipe; do \
 		ls $$sweep/runs/*/evals/*/metrics.json >/dev/null 2>&1 || continue; \
-		$(VENV)/bin/regtune report $$sweep --export $(LEVERS_KEPT)/$${sweep#$(LEVERS_DIR)/} || exit 1; done
+		env -u PYTHONPATH $(VENV)/bin/regtune report $$sweep \
+			--export $(LEVERS_KEPT)/$${sweep#$(LEVERS_DIR)/} || exit 1; done
 levers-restore:
 	for task in tydi sst2; do test -f $(LEVERS_DIR)/$$task/selection/screening.json || { \
 		mkdir -p $(LEVERS_DIR)/$$task/selection && \
 		cp $(LEVERS_RESULTS)/screening-$$task/screening.json $(LEVERS_DIR)/$$task/selection/; } || exit 1; done
-	if test -d $(LEVERS_KEPT); then mkdir -p $(LEVERS_DIR) && cp -rn $(LEVERS_KEPT)/. $(LEVERS_DIR)/; fi
+	for kept in $$(find $(LEVERS_KEPT) -name sweep.json -printf '%h\n' 2>/dev/null); do \
+		sweep=$(LEVERS_DIR)/$${kept#$(LEVERS_KEPT)/}; mkdir -p $$sweep/runs || exit 1; \
+		test -f $$sweep/sweep.json || cp $$kept/sweep.json $$sweep/ || exit 1; \
+		for run in $$kept/runs/*; do test ! -e $$run || test -e $$sweep/runs/$${run##*/} || \
+			cp -r $$run $$sweep/runs/ || exit 1; done; done
 
 # Issue #10 §4: attributions, artifacts and register roles of the SST-2 study's seed-1 τ=0 and τ=8 models
 # on 300 dev sentences (ablation: all 872). Needs `make study-sst2` first (or its two seed-1 runs).

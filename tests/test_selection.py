@@ -19,7 +19,7 @@ import pytest
 from regtune.cli import main as cli
 from regtune.core.errors import RegtuneError
 from regtune.core.io import atomic_write_json
-from regtune.experiments.sweep import SweepConfig, collect_results
+from regtune.experiments.sweep import SweepConfig, collect_results, run_finished
 from regtune.reporting import selection
 from regtune.reporting.selection import Rule, load_plan, minimum_detectable_effect, pick
 from test_report import make_sweep
@@ -151,8 +151,11 @@ def test_complete_picks_are_frozen_and_list_the_sweeps_to_confirm(tmp_path: Path
         selection.freeze(plan, root, redone)
 
 
-def test_a_fresh_checkout_confirms_the_published_picks_without_the_screening_runs(tmp_path: Path) -> None:
-    plan = load_plan(_plan(tmp_path / "plan.json"))
+def test_a_fresh_checkout_confirms_the_published_picks_without_the_screening_runs(
+    tmp_path: Path, capsys
+) -> None:
+    plan_file = _plan(tmp_path / "plan.json")
+    plan = load_plan(plan_file)
     root = _screening(tmp_path / "runs")
     selection.freeze(plan, root, selection.screen(plan, root, "tydi", n_boot=200))
     published = (root / "tydi" / "selection" / "screening.json").read_text()
@@ -168,6 +171,11 @@ def test_a_fresh_checkout_confirms_the_published_picks_without_the_screening_run
     assert (fresh / "tydi" / "selection" / "screening.json").read_text() == published
     expected = listed.replace(str(root / "tydi"), str(fresh / "tydi"))  # {screen} is this root's folder
     assert (fresh / "tydi" / "selection" / "confirm.tsv").read_text() == expected
+    # The command says where the picks came from, since it has no screening table to point to.
+    assert cli.main(["select", str(plan_file), "--root", str(fresh), "--output", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    frozen = fresh / "tydi" / "selection" / "screening.json"
+    assert f"picks ['better', 'good']\n  {frozen} (frozen; runs not here)" in printed
 
 
 def _make(*targets: str, **variables: Path) -> None:
@@ -198,10 +206,17 @@ def test_make_levers_keep_then_restore_brings_back_the_finished_runs(tmp_path: P
     shutil.rmtree(runs)  # the fresh checkout
     _make("levers-restore", LEVERS_DIR=runs, LEVERS_RESULTS=results)
     assert json.loads((runs / "sst2" / "selection" / "screening.json").read_text()) == {"task": "sst2"}
-    saved = json.loads((runs / "tydi" / "confirm" / "control" / "sweep.json").read_text())["sweep"]
-    restored = SweepConfig.from_dict({**saved, "output_dir": str(runs / "tydi" / "confirm" / "control")})
-    assert collect_results(restored) == original
-    assert len(original) == 2  # seed 3 was in progress: it is trained again
+    folder = runs / "tydi" / "confirm" / "control"
+    saved = json.loads((folder / "sweep.json").read_text())["sweep"]
+    restored = SweepConfig.from_dict({**saved, "output_dir": str(folder)})
+    assert collect_results(restored) == original and len(original) == 2
+    finished = {spec.run_id: run_finished(spec, restored.scored_files()) for spec in restored.runs()}
+    assert finished == {"tau0-seed1": True, "tau0-seed2": True, "tau0-seed3": False}  # seed 3 trains again
+    # Restoring again, over a run folder that is being retrained here, copies nothing into it (and succeeds).
+    shutil.rmtree(folder / "runs" / "tau0-seed2" / "evals")
+    _make("levers-restore", LEVERS_DIR=runs, LEVERS_RESULTS=results)
+    assert not (folder / "runs" / "tau0-seed2" / "evals").exists()
+    assert run_finished(restored.runs()[0], restored.scored_files())
 
 
 def test_confirmation_holm_corrects_across_the_picks(tmp_path: Path) -> None:

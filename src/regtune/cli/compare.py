@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from regtune.cli.common import at_least
 
@@ -56,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(side: dict) -> str:
+def _score(side: Mapping[str, Any]) -> str:
     """``mean [low, high]``; one seed has no interval (its seed-to-seed spread is unknown)."""
+    if side["mean"] is None:
+        return "n/a"
     if side["ci_low"] is None:
         return f"{side['mean']:.2f} (one seed, no CI)"
     return f"{side['mean']:.2f} [{side['ci_low']:.2f}, {side['ci_high']:.2f}]"

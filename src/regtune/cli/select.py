@@ -15,7 +15,9 @@ and each task's dev files. What this command writes:
   ROOT/TASK/selection/confirm.tsv          once screening is complete: the sweeps to confirm (NAME FLAGS)
   OUTPUT/confirmation.{json,md}            the picks against their controls on the official dev sets,
                                            from ROOT/TASK/confirm/NAME, Holm across all of them
-A complete screening's picks are frozen: a later call that would pick differently is refused.
+A complete screening's picks are frozen: a later call that would pick differently is refused, and one
+without the screening runs (say, a fresh checkout with only the published screening.json copied into
+ROOT/TASK/selection/) keeps them and rewrites confirm.tsv.
 Example (the levers study of docs/results/register-levers/):
   regtune select docs/results/register-levers/plan.json --root runs/levers --task tydi
 """
@@ -54,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
         done = sum(row["status"] == "done" for row in result["rows"])
         picks = result["picks"]
         state = "incomplete" if picks is None else f"picks {[plan.arm(i).name for i in picks]}"
-        print(f"{task}: {done} of {len(result['rows'])} comparisons screened, {state}")
         table = root / task / selection.SELECTION_DIR / "screening.md"
         # Only screening.json where the picks were restored on a machine without the screening runs.
-        print(f"  {table}" if table.is_file() else f"  {table.with_suffix('.json')} (frozen; runs not here)")
+        restored = result["complete"] and not table.is_file()
+        print(f"{task}: {done} of {len(result['rows'])} comparisons screened, {state}")
+        print(f"  {table.with_suffix('.json')} (frozen; runs not here)" if restored else f"  {table}")
     confirmed = selection.confirm(plan, root, n_boot=args.n_boot, seed=args.seed)
     if confirmed["rows"]:
         out = Path(args.output) if args.output else root / "confirmation"

@@ -146,7 +146,7 @@ def compare_arms(
     return result
 
 
-def _side(scores: Any, n_boot: int, rng: np.random.Generator) -> dict[str, float | None]:
+def _side(scores: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, float | None]:
     """One arm's mean over seeds and its 95 % CI (seeds and examples resampled); scores: (seeds, examples)."""
     cell = stats.summarize(scores, n_boot=n_boot, confidence=CONFIDENCE, rng=rng)
     return {"mean": _finite(cell.mean), "ci_low": _finite(cell.ci_low), "ci_high": _finite(cell.ci_high)}

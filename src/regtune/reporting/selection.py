@@ -9,7 +9,8 @@ The runs are ordinary ``regtune sweep`` folders; this module does the bookkeepin
 * :func:`screen`: every arm with a control is compared with it on the screening split
   (:func:`regtune.reporting.compare.compare_arms`: paired by seed and example), and :func:`pick` applies
   the rule. Once a task's screening is complete its picks are frozen in ``selection/screening.json``;
-  a later call that would pick differently is refused.
+  a later complete call that would pick differently is refused, and one that is not complete (its
+  runs gone, e.g. on a fresh checkout with only the published file) keeps the frozen picks.
 * :func:`confirm`: each pick against its control in the confirmation sweeps, Holm across all tasks'
   picks, with the smallest effect each comparison could have detected.
 
@@ -298,7 +299,8 @@ def freeze(plan: Plan, root: Path, result: dict[str, Any]) -> dict[str, Any]:
     A complete screening already on disk keeps its picks: a recomputation that would pick differently
     (more seeds added, runs redone, the plan edited) is refused rather than silently re-deciding. One that
     is not complete cannot re-decide, so the frozen picks stand: that is how a fresh checkout, which has
-    only the published ``screening.json`` copied into ``ROOT/TASK/selection/``, goes on to confirmation.
+    only the published ``screening.json`` copied into ``ROOT/TASK/selection/``, goes on to confirmation
+    (except for a pick whose flags read the screening folder, ``{screen}``: that folder must be there).
     """
     out = root / result["task"] / SELECTION_DIR
     old = _read(out / "screening.json")
@@ -406,7 +408,7 @@ def _num(value: float | None, fmt: str = "+.2f") -> str:
 
 
 def _score(side: Mapping[str, Any] | None) -> str:
-    if not side:
+    if not side or side.get("mean") is None:
         return "–"
     return f"{side['mean']:.2f} [{_num(side['ci_low'], '.2f')}, {_num(side['ci_high'], '.2f')}]"
 
