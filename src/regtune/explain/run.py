@@ -538,19 +538,38 @@ def run_explain(
         _explain_quietly(m, inputs, config, replace_id, output_dir / "cache", label, progress)
         for label, m in zip(labels, models, strict=True)
     ]
+    return _write_outputs(
+        output_dir, resolved, task, models[0], config, labels, results, inputs, dev, page_questions
+    )
+
+
+def _write_outputs(
+    output_dir: Path,
+    resolved: dict[str, Any],
+    task: Task,
+    model: PreTrainedModel,
+    config: ExplainConfig,
+    labels: Sequence[str],
+    results: Sequence[Mapping[str, Sequence[QuestionResult]]],
+    inputs: Sequence[ExplainInput],
+    dev: str,
+    page_questions: int,
+) -> dict[str, Path]:
+    """Summarise one model's attributions (or two models' side by side) and write the files and pages."""
+    compare = len(results) == 2
     rows = summarize(
         results[0],
         results[1] if compare else None,
         labels=tuple(labels[:2]) if compare else (labels[0], "B"),
-        n_boot=n_boot,
-        seed=seed,
+        n_boot=config.n_boot,
+        seed=config.sample_seed,
     )
     written = _write_results(output_dir, resolved, rows, labels, results)
     written.update(
         _write_pages(
             output_dir,
             task,
-            models[0],
+            model,
             config,
             labels,
             results,

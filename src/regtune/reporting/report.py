@@ -17,9 +17,38 @@ F1 says little: seeds and the particular dev questions both move it by points. T
 
 Files written (both atomically, so a reader never sees half of one)::
 
-    DIR/summary.json         everything computed here (see :func:`analyze_sweep`)
+    DIR/summary.json         everything computed here (:func:`analyze_sweep`; its fields below)
     DIR/summary.csv          one row per cell and metric
     DIR/report/index.html    the report (:func:`write_report`), with its plots as PNG and SVG beside it
+
+``summary.json`` holds::
+
+    format      "regtune-sweep-summary/1"
+    sweep       sweep.json's "sweep" object (the resolved grid, files and fixed options)
+    versions    sweep.json's "versions"
+    resolved_run_config  the full training config of the first finished run (preset + options)
+    settings    n_boot, seed, confidence, metrics, scale, resampling and multiple-comparison method
+    axes        the grid axes but the seed, in grid order (num_registers among them)
+    devs        scored dev names in order ("validation" first under select_on)
+    training_dev  the dev file in the training language (see :func:`training_dev`), or None
+    runs        [{run_id, point: {axis: value}, finished}] for every grid point
+    cells       [{dev, axes: {axis: value}, seeds, runs, n_questions,
+                  metrics: {f1|exact_match: {mean, std, ci_low, ci_high, n_seeds, n_questions}},
+                  vs_tau0: {f1|exact_match: None | {baseline_num_registers, seeds, n_seeds,
+                            n_questions, seeds_left_out, baseline_seeds_left_out,
+                            delta, ci_low, ci_high, p_value, p_holm, p_holm_all}}}]
+    averages    with 2+ dev files: [{average: "all" | "zero_shot", dev (its label), devs, axes, seeds,
+                runs, n_questions (total), questions_per_dev, metrics, vs_tau0}] per τ and other axes,
+                shaped like cells (see :func:`_language_averages`)
+    groups      [{dev, axes (the other axes), num_registers: [τ...], has_baseline, note}]
+    selection   None, or {on, metric, groups: [{axes, validation: [{num_registers, mean, ci_low,
+                ci_high, n_seeds}], chosen_num_registers, results: [{dev, metrics, vs_tau0}]}]}
+    notes       plain-language remarks (left-out seeds, missing baselines, unfinished runs)
+
+All scores are on 0..100; p_holm is Holm-adjusted across the τ's of one group (dev, other axes) for
+one metric, p_holm_all across every dev file's comparisons of the sweep for one metric
+(:func:`_holm_across_devs`). The result depends only on the finished runs' files, ``n_boot`` and
+``seed``.
 
 The report is self-contained: no scripts, no external CSS or fonts, images by relative path, so the
 folder can be copied anywhere and opened offline.
@@ -164,33 +193,8 @@ def analyze_sweep(root: Path, *, n_boot: int = 2000, seed: int = 0) -> dict[str,
     Only finished runs count (every dev file scored), so the report can be made while a sweep is still
     running. A cell is one dev file × one value of every grid axis but the seed; its runs are its seeds.
 
-    Returns the dict also written to ``DIR/summary.json``::
-
-        format      "regtune-sweep-summary/1"
-        sweep       sweep.json's "sweep" object (the resolved grid, files and fixed options)
-        versions    sweep.json's "versions"
-        settings    n_boot, seed, confidence, metrics, scale, resampling and multiple-comparison method
-        axes        the grid axes but the seed, in grid order (num_registers among them)
-        devs        scored dev names in order ("validation" first under select_on)
-        training_dev  the dev file in the training language (see :func:`training_dev`), or None
-        runs        [{run_id, point: {axis: value}, finished}] for every grid point
-        cells       [{dev, axes: {axis: value}, seeds, runs, n_questions,
-                      metrics: {f1|exact_match: {mean, std, ci_low, ci_high, n_seeds, n_questions}},
-                      vs_tau0: {f1|exact_match: None | {baseline_num_registers, seeds, n_seeds,
-                                n_questions, seeds_left_out, baseline_seeds_left_out,
-                                delta, ci_low, ci_high, p_value, p_holm, p_holm_all}}}]
-        averages    with 2+ dev files: [{average: "all" | "zero_shot", dev (its label), devs, axes, seeds,
-                    runs, n_questions (total), questions_per_dev, metrics, vs_tau0}] per τ and other axes,
-                    shaped like cells (see :func:`_language_averages`)
-        groups      [{dev, axes (the other axes), num_registers: [τ...], has_baseline, note}]
-        selection   None, or {on, metric, groups: [{axes, validation: [{num_registers, mean, ci_low,
-                    ci_high, n_seeds}], chosen_num_registers, results: [{dev, metrics, vs_tau0}]}]}
-        notes       plain-language remarks (left-out seeds, missing baselines, unfinished runs)
-
-    All scores are on 0..100; p_holm is Holm-adjusted across the τ's of one group (dev, other axes) for
-    one metric, p_holm_all across every dev file's comparisons of the sweep for one metric
-    (:func:`_holm_across_devs`). The result depends only on the finished runs' files, ``n_boot`` and
-    ``seed``.
+    Returns the dict also written to ``DIR/summary.json``; its fields are listed in this module's
+    docstring.
 
     Raises:
         RegtuneError: ``root`` has no sweep.json, or no run of the sweep has finished yet.
