@@ -393,22 +393,7 @@ def train_model(
         _write_run_config(run_dir, config)
     trainer_dir = run_dir / "trainer"
     checkpoint = get_last_checkpoint(str(trainer_dir)) if resume and trainer_dir.exists() else None
-    log_file = run_dir / "train_log.jsonl"
-    if _is_main_process():
-        _prepare_log(log_file, checkpoint)
-    args = training_arguments(config, trainer_dir, progress=progress)
-    collator = task.collator(tokenizer, config)
-    trainer = RegisterTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        data_collator=collator,
-        callbacks=[JsonlLogCallback(log_file), *callbacks],
-        register_lr=config.register_lr,
-    )
-    if not progress:
-        # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
-        trainer.remove_callback(PrinterCallback)
+    trainer = _make_trainer(config, task, model, tokenizer, train_dataset, checkpoint, progress, callbacks)
     began = time.perf_counter()
     output = _train_resuming(trainer, checkpoint, trainer_dir)
     train_seconds = time.perf_counter() - began
@@ -433,6 +418,35 @@ def train_model(
     for stale in trainer_dir.glob("checkpoint-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return metrics
+
+
+def _make_trainer(
+    config: TrainConfig,
+    task: Task,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    train_dataset: Any,
+    checkpoint: str | None,
+    progress: bool,
+    callbacks: Sequence[TrainerCallback],
+) -> RegisterTrainer:
+    """The Trainer of one run, logging to ``DIR/train_log.jsonl`` (cut back to ``checkpoint`` on resume)."""
+    run_dir = Path(config.output_dir)
+    log_file = run_dir / "train_log.jsonl"
+    if _is_main_process():
+        _prepare_log(log_file, checkpoint)
+    trainer = RegisterTrainer(
+        model=model,
+        args=training_arguments(config, run_dir / "trainer", progress=progress),
+        train_dataset=train_dataset,
+        data_collator=task.collator(tokenizer, config),
+        callbacks=[JsonlLogCallback(log_file), *callbacks],
+        register_lr=config.register_lr,
+    )
+    if not progress:
+        # Without bars the Trainer prints every log record; train_log.jsonl already keeps them.
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _save_and_score(

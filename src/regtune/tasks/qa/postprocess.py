@@ -194,39 +194,12 @@ def postprocess_qa_predictions(
     """
     n_best_size = _check_positive_int("n_best_size", n_best_size)
     max_answer_length = _check_positive_int("max_answer_length", max_answer_length)
-    by_id: dict[str, QAExample] = {}
-    for example in examples:
-        if example.id in by_id:
-            raise ValueError(f"examples repeat the question id {example.id!r}")
-        by_id[example.id] = example
-    if len(example_ids) != len(offset_mapping):
-        raise ValueError(f"{len(example_ids)} example_ids but {len(offset_mapping)} offset_mapping windows")
-    unknown = sorted({qid for qid in example_ids if qid not in by_id})
-    if unknown:
-        raise ValueError(f"{len(unknown)} window(s) name questions not in examples, e.g. {unknown[0]!r}")
-
+    by_id = _index_questions(examples, example_ids, offset_mapping)
     lengths = [len(offsets) for offsets in offset_mapping]
-    starts = _pad(start_logits, lengths, "start_logits")
+    starts = _pad(start_logits, lengths, "start_logits")  # (windows, longest window)
     ends = _pad(end_logits, lengths, "end_logits")
     valid = _context_mask(offset_mapping, starts.shape[1])
-
-    best: dict[str, tuple[float, int, int, int]] = {}  # qid -> (score, window, start token, end token)
-    for lo in range(0, len(example_ids), _CHUNK):
-        hi = lo + _CHUNK
-        span_start, span_end, span_score = best_spans(
-            starts[lo:hi],
-            ends[lo:hi],
-            valid[lo:hi],
-            n_best_size=n_best_size,
-            max_answer_length=max_answer_length,
-        )
-        spans = zip(span_score.tolist(), span_start.tolist(), span_end.tolist(), strict=True)
-        for i, (score, s, e) in enumerate(spans):
-            qid = example_ids[lo + i]
-            # Strict ">" keeps the earliest window on ties, as utils_qa's stable sort does.
-            if s >= 0 and (qid not in best or score > best[qid][0]):
-                best[qid] = (score, lo + i, s, e)
-
+    best = _best_window_per_question(example_ids, starts, ends, valid, n_best_size, max_answer_length)
     predictions: dict[str, Prediction] = {}
     for qid, example in by_id.items():
         if qid not in best:
@@ -243,6 +216,55 @@ def postprocess_qa_predictions(
             end_char=int(end_char),
         )
     return predictions
+
+
+def _index_questions(
+    examples: Sequence[QAExample], example_ids: Sequence[str], offset_mapping: Sequence[Sequence[Offset]]
+) -> dict[str, QAExample]:
+    """Question id -> question, after checking that every window names a known question."""
+    by_id: dict[str, QAExample] = {}
+    for example in examples:
+        if example.id in by_id:
+            raise ValueError(f"examples repeat the question id {example.id!r}")
+        by_id[example.id] = example
+    if len(example_ids) != len(offset_mapping):
+        raise ValueError(f"{len(example_ids)} example_ids but {len(offset_mapping)} offset_mapping windows")
+    unknown = sorted({qid for qid in example_ids if qid not in by_id})
+    if unknown:
+        raise ValueError(f"{len(unknown)} window(s) name questions not in examples, e.g. {unknown[0]!r}")
+    return by_id
+
+
+def _best_window_per_question(
+    example_ids: Sequence[str],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    valid: np.ndarray,
+    n_best_size: int,
+    max_answer_length: int,
+) -> dict[str, tuple[float, int, int, int]]:
+    """Question id -> (score, window, start token, end token) of its best span over all its windows.
+
+    ``starts``, ``ends`` and ``valid`` are (windows, tokens); windows are scored ``_CHUNK`` at a time so
+    the (chunk, n_best, n_best) candidate scores stay small.
+    """
+    best: dict[str, tuple[float, int, int, int]] = {}
+    for lo in range(0, len(example_ids), _CHUNK):
+        hi = lo + _CHUNK
+        span_start, span_end, span_score = best_spans(
+            starts[lo:hi],
+            ends[lo:hi],
+            valid[lo:hi],
+            n_best_size=n_best_size,
+            max_answer_length=max_answer_length,
+        )
+        spans = zip(span_score.tolist(), span_start.tolist(), span_end.tolist(), strict=True)
+        for i, (score, s, e) in enumerate(spans):
+            qid = example_ids[lo + i]
+            # Strict ">" keeps the earliest window on ties, as utils_qa's stable sort does.
+            if s >= 0 and (qid not in best or score > best[qid][0]):
+                best[qid] = (score, lo + i, s, e)
+    return best
 
 
 def predictions_to_text(predictions: Mapping[str, Prediction]) -> dict[str, str]:
