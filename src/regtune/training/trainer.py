@@ -44,7 +44,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from regtune.core.adapter import base_reference, freeze_all_but_registers_and_head, save_trained_only
-from regtune.core.allocator import keep_freed_memory
+from regtune.core.allocator import keep_freed_memory, release_freed_memory
 from regtune.core.errors import RegtuneError, RegtuneWarning
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, atomic_write_text
@@ -125,6 +125,12 @@ class RegisterTrainer(Trainer):
         self.register_lr = register_lr
         if self.args.device.type == "cpu":
             keep_freed_memory()  # no page faults on every step's activations; results unchanged
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            release_freed_memory()  # the peak heap kept for the steps goes back to the OS
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
