@@ -4,12 +4,12 @@ Why: glibc's malloc serves every block above its mmap threshold (128 KiB at firs
 most 32 MiB on 64-bit Linux) with a fresh ``mmap`` and gives it back with ``munmap`` on free. One
 training step of MiniLM at the seed recipe's batch of 8 × 434 tokens allocates and frees many such blocks
 (the attention probabilities alone are 8 × 12 × 434² × 4 B = 72 MiB per layer), so on every step the
-kernel maps and zeroes them again: 520,903 page faults and 1.35 s of system time in a 6.31 s step on a
+kernel maps and zeroes them again: 669,868 page faults and 2.44 s of system time in a 7.07 s step on a
 2-core AVX2 EPYC (``benchmarks/cpu_allocator.py`` measures it side by side; docs/benchmarks.md). With
 mmap and trimming off, a freed block stays on the heap and the next step reuses it; the arithmetic, and
 so every result, is the same (the allocator never touches values).
 
-The cost is memory: the process keeps the high-water mark of its heap while it trains (+6 % at the seed
+The cost is memory: the process keeps the high-water mark of its heap while it trains (+14 % at the seed
 recipe's shape). :func:`release_freed_memory` hands the free part back once training ends. glibc still
 falls back to mmap where the heap cannot grow, so no allocation fails for want of it.
 
