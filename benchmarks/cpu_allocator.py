@@ -30,6 +30,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +40,28 @@ from sweep_jobs import cpu_name
 ARMS = ("default", "kept")
 
 
-def _step_timer(args: argparse.Namespace, kept: bool) -> tuple[Any, dict[str, float]]:
+def _step_timer(
+    args: argparse.Namespace, kept: bool
+) -> tuple[Callable[[], dict[str, float]], dict[str, Any]]:
     """Build the model, optimizer and batch in this worker; returns (one timed step, the worker's facts)."""
     import torch
-    from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
     from regtune.core.allocator import keep_freed_memory
-    from regtune.core.hub import resolve_model_name
-    from train_throughput import non_embedding_parameters
+    from train_throughput import Batch, batch_flops, load_stock_model, non_embedding_parameters
 
     applied = keep_freed_memory() if kept else False
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    model = AutoModelForQuestionAnswering.from_pretrained(
-        resolve_model_name(args.model), attn_implementation="sdpa"
-    )
+    model = load_stock_model(args.model, seed=0)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
     ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.length))
     positions = torch.randint(0, args.length, (2, args.batch))
+    # Every position is real (no padding), so the batch's FLOPs are train_throughput's formula as is.
+    shape = Batch(tensors={}, real_tokens=ids.numel(), size=args.batch, width=args.length)
     c = model.config
-    flops = 6 * non_embedding_parameters(model) * args.batch * args.length
-    flops += 3 * c.num_hidden_layers * args.batch * 4 * args.length**2 * c.hidden_size
+    flops = batch_flops(shape, 0, non_embedding_parameters(model), c.num_hidden_layers, c.hidden_size)
 
     def step() -> dict[str, float]:
         before, began = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -80,10 +79,7 @@ def _step_timer(args: argparse.Namespace, kept: bool) -> tuple[Any, dict[str, fl
             "faults": after.ru_minflt - before.ru_minflt,
         }
 
-    return step, {
-        "applied": applied,
-        "flops_per_step": float(flops),
-    }
+    return step, {"applied": applied, "flops_per_step": flops}
 
 
 def _worker(args: argparse.Namespace, kept: bool, conn: Any) -> None:

@@ -60,6 +60,11 @@ def _probe(mode: str, **env: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _cpu_trainer(tmp_path: Path) -> trainer_module.RegisterTrainer:
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    return trainer_module.RegisterTrainer(model=tiny_model("bert"), args=args)
+
+
 @glibc
 def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     plain = _probe("plain")
@@ -89,8 +94,7 @@ def test_regtune_malloc_default_leaves_the_allocator_alone() -> None:
 def test_the_trainer_applies_it_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[int] = []
     monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    trainer_module.RegisterTrainer(model=tiny_model("bert"), args=args)
+    _cpu_trainer(tmp_path)
     assert calls == [1]
 
 
@@ -105,8 +109,7 @@ def test_the_trainer_releases_the_heap_even_when_training_fails(
         raise RuntimeError("out of data")
 
     monkeypatch.setattr(trainer_module.Trainer, "train", fail)
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    trainer = trainer_module.RegisterTrainer(model=tiny_model("bert"), args=args)
+    trainer = _cpu_trainer(tmp_path)
     with pytest.raises(RuntimeError, match="out of data"):
         trainer.train()
     assert released == [1]
