@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_jobs import cpu_name
+from regtune.core.precision import describe_hardware
 
 ARMS = ("default", "kept")
 
@@ -150,7 +150,7 @@ def main() -> None:
               f"{row['fraction_of_peak']:.0%} of fp32 peak  RSS {row['max_rss_mib']:,.0f} MiB")  # fmt: skip
     result = {
         "benchmark": "cpu_allocator",
-        "cpu": cpu_name(),
+        "hardware": describe_hardware(),
         "batch": args.batch,
         "length": args.length,
         "rounds": args.rounds,
@@ -160,6 +160,7 @@ def main() -> None:
         "round_ratios": [round(x, 3) for x in ratios],
     }
     print(f"speedup (default / kept, median of paired rounds): {result['speedup']:.2f}x")
+    print(f"hardware: {result['hardware']}")
     print(json.dumps(result))
 
 

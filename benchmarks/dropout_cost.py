@@ -22,6 +22,7 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
 from regtune.core.hub import load_tokenizer
+from regtune.core.precision import describe_hardware
 from regtune.tasks.qa.data import load_examples
 from regtune.training.config import resolve_config
 from train_throughput import Arm, Trainee, build_workload, load_stock_model, set_attention_dropout, train_file
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": round(ratio, 3),
         }
         print(f"{name:<22} {summary[name]['seconds_per_step']:.3f} s/step  paired ratio {ratio:.3f}")
+    summary["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {summary['hardware']}")
     print(json.dumps(summary))
     return 0
 

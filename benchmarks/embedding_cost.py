@@ -44,6 +44,7 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from regtune.core.hub import load_tokenizer
+from regtune.core.precision import describe_hardware
 from regtune.tasks.qa.data import load_examples
 from regtune.training.config import resolve_config
 
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fp32 matmul peak {peaks['fp32']:.1f} GFLOP/s (sizes {MATMUL_SIZES}); torch threads "
         f"{torch.get_num_threads()}; epoch = {workload.num_epoch_batches} batches of {config.batch_size}"
     )
+    print(f"hardware: {describe_hardware()}")
     print(
         json.dumps(
             {
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ratios": ratios,
                 "fp32_peak_gflops": peaks["fp32"],
                 "threads": torch.get_num_threads(),
+                "hardware": describe_hardware(),
             }
         )
     )

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 
 from regtune.core.errors import RegtuneError
 from regtune.core.hub import load_tokenizer
-from regtune.core.precision import resolve_precision
+from regtune.core.precision import describe_hardware, resolve_precision
 from regtune.core.registers import add_registers, load_model
 from regtune.tasks.qa.data import load_examples
 from regtune.tasks.qa.evaluation import QASettings, evaluate_qa
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     verdict = "PASS" if summary["pass"] else "FAIL"
     print(f"{verdict} full en dev evaluation ({default}, the default) <= {TARGET_SECONDS:.0f} s")
+    summary["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {summary['hardware']}")
     print(json.dumps(summary))
     return 0
 

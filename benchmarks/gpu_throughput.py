@@ -85,6 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 from regtune import add_registers, register_parameters
 from regtune.core.errors import RegtuneError
 from regtune.core.hub import load_tokenizer
+from regtune.core.precision import describe_hardware
 from regtune.tasks.qa.data import load_examples
 from regtune.training.config import TrainConfig, resolve_config
 from regtune.training.trainer import optimizer_param_groups
@@ -653,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     summary = report(arms, round_batches, matmul_peak, workload, config, args, began)
+    summary["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {summary['hardware']}")
     print(json.dumps(summary))
     return 0
 

@@ -49,7 +49,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from regtune.core.hub import resolve_model_name
-from regtune.core.precision import autocast_context, resolve_precision
+from regtune.core.precision import autocast_context, describe_hardware, resolve_precision
 from regtune.core.registers import add_registers
 from regtune.tasks.generative_qa.evaluation import GenerativeQASettings, generate_answers
 from regtune.tasks.generative_qa.features import CausalCollator, train_rows
@@ -161,6 +161,8 @@ def main() -> None:
         result["arms"][name]["time_vs_stock_paired_median"] = statistics.median(ratios)
     result["eval"] = evaluate_speed(arms, tokenizer, args, device)
     print_table(result)
+    result["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {result['hardware']}")
     print(json.dumps(result))
 
 

@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a package
 
 from regtune.core.hub import load_tokenizer
-from regtune.core.precision import ATTN_IMPLEMENTATIONS, PRECISIONS
+from regtune.core.precision import ATTN_IMPLEMENTATIONS, PRECISIONS, describe_hardware
 from regtune.tasks.qa.data import load_examples
 from regtune.tasks.qa.features import QACollator
 from regtune.training.config import resolve_config
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "share": {name: round(seconds / total, 4) for name, seconds in buckets.items()},
     }
+    summary["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {summary['hardware']}")
     print(json.dumps(summary))
     return 0
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from regtune.core.precision import describe_hardware
 
 DATA = Path("../shared/data/tydiqa-goldp/en/train.json")
 
@@ -43,16 +44,6 @@ def sweep_seconds(jobs: int, steps: int, train: Path, model: str) -> float:
         began = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - began
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -71,7 +62,7 @@ def main() -> None:
             print(f"round {round_ + 1}: --jobs {jobs}: {walls[jobs][-1]:.1f} s", flush=True)
     ratios = [two / one for one, two in zip(walls[1], walls[2], strict=True)]
     result = {
-        "cpu": cpu_name(),
+        "hardware": describe_hardware(),
         "cores": os.cpu_count(),
         "model": args.model,
         "steps_per_run": args.steps,
@@ -81,6 +72,7 @@ def main() -> None:
         "median_ratio": statistics.median(ratios),
     }
     print(f"median wall(--jobs 2) / wall(--jobs 1): {result['median_ratio']:.3f} over {len(ratios)} rounds")
+    print(f"hardware: {result['hardware']}")
     print(json.dumps(result))
 
 

@@ -81,7 +81,12 @@ from transformers.utils import logging as hf_logging
 
 from regtune.core.errors import RegtuneError
 from regtune.core.hub import DEFAULT_MODEL, load_tokenizer, resolve_model_name
-from regtune.core.precision import autocast_context, resolve_attn_implementation, resolve_precision
+from regtune.core.precision import (
+    autocast_context,
+    describe_hardware,
+    resolve_attn_implementation,
+    resolve_precision,
+)
 from regtune.core.registers import CONFIG_KEY, add_registers
 from regtune.tasks.qa.data import QAExample, load_examples
 from regtune.tasks.qa.features import QACollator, prepare_train_features, tokenize_windows
@@ -742,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=total, desc="train steps", unit="step", file=sys.stderr) as progress:
         times, peaks = run_rounds(trainees, args, progress)
     summary = report(trainees, times, peaks, workloads, args)
+    summary["hardware"] = describe_hardware()  # what the numbers above were measured on
+    print(f"hardware: {summary['hardware']}")
     print(json.dumps(summary))
     return 0
 

@@ -67,6 +67,27 @@ def test_cpu_probe_answers_a_bool() -> None:
     assert isinstance(precision.cpu_has_fast_bf16(), bool)
 
 
+def test_cpu_model_name_reads_cpuinfo_and_falls_back(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9454\nflags\t: avx2\n"
+    )
+    assert precision.cpu_model_name(cpuinfo) == "AMD EPYC 9454"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t:\n")  # an empty name is no name
+    assert precision.cpu_model_name(cpuinfo) != ""
+    assert precision.cpu_model_name(tmp_path / "missing") != ""
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_hardware_line_names_torch_kernels_and_amx(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: amx)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    line = precision.describe_hardware()
+    assert "torch kernels AVX2" in line
+    assert f"AMX {'yes' if amx else 'no'}" in line
+    assert line.startswith(f"cpu {precision.cpu_model_name()};")
+
+
 @pytest.mark.parametrize(("name", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_autocast_context_runs_matmuls_in_the_resolved_dtype(name: str, dtype: torch.dtype) -> None:
     layer = torch.nn.Linear(8, 4)

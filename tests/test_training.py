@@ -81,7 +81,8 @@ def test_run_folder_holds_every_result(finished_run: FinishedRun, tiny_squad: Sq
 
     saved_config = _read_json(run / "config.json")
     assert saved_config["config"] == finished_run.config.to_dict()
-    assert {"regtune", "torch", "transformers", "python"} <= saved_config["versions"].keys()
+    assert {"regtune", "torch", "transformers", "python", "hardware"} <= saved_config["versions"].keys()
+    assert "torch kernels" in saved_config["versions"]["hardware"]
     assert saved_config["data"]["train_file"] == str(tiny_squad.train)
 
     assert _read_json(run / "metrics.json") == metrics

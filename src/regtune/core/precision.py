@@ -9,6 +9,8 @@ stays.
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -45,6 +47,32 @@ def cpu_has_fast_bf16() -> bool:
         return bool(probe()) if probe is not None else False
     except RuntimeError:  # the probe exists but cannot query this CPU
         return False
+
+
+def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's marketing name from ``cpuinfo`` (Linux), else whatever ``platform`` knows, else 'unknown'."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:  # not Linux, or no procfs: fall through
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe_hardware() -> str:
+    """One line naming the arithmetic this process can use, recorded beside results and benchmarks.
+
+    Why: a number measured on a CPU depends on its vector unit (AVX2, AVX-512) and on AMX, which decides
+    the ``auto`` precision. The vector unit is the one torch's kernels actually dispatch to (its CPU
+    capability), which is what matters, not a guess from the model name.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    line = f"cpu {cpu_model_name()}; torch kernels {capability}; AMX {'yes' if cpu_has_fast_bf16() else 'no'}"
+    if torch.cuda.is_available():
+        line += f"; gpu {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return line
 
 
 def resolve_precision(precision: str, device_type: str) -> Literal["bf16", "fp32"]:

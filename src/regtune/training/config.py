@@ -17,7 +17,7 @@ from typing import Any
 
 from regtune.core.adapter import check_train_only
 from regtune.core.errors import ConfigError, check_known_fields
-from regtune.core.precision import check_attn_implementation, check_precision
+from regtune.core.precision import check_attn_implementation, check_precision, describe_hardware
 from regtune.core.registers import RegisterConfig
 from regtune.tasks import TASKS, get_task
 from regtune.tasks.classification.task import ClassificationOptions
@@ -291,4 +291,5 @@ def environment_versions() -> dict[str, str]:
         "tokenizers": tokenizers.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "hardware": describe_hardware(),
     }
