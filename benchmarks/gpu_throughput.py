@@ -482,21 +482,14 @@ def fraction(value: float, peak: float | None) -> float | None:
     return None if not peak else value / peak
 
 
-def report(
-    arms: list[ArmRun],
-    round_batches: list[Batch],
-    matmul_peak: float,
-    workload: Workload,
-    config: TrainConfig,
-    args: argparse.Namespace,
-    began: float,
-) -> dict[str, Any]:
-    """Print the table and the estimate; return the JSON summary."""
-    device = args.device
+def arm_rows(
+    arms: list[ArmRun], round_batches: list[Batch], matmul_peak: float, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Each arm's rates over its median round (one round = the same ``args.steps`` batches for every arm)."""
     model_config = arms[0].model.config
     layers, hidden = model_config.num_hidden_layers, model_config.hidden_size
     params = matmul_parameters(arms[0].model)
-    nominal_key, nominal_peak = nominal_bf16_peak(device)
+    nominal_peak = nominal_bf16_peak(args.device)[1]
     rows: dict[str, dict[str, Any]] = {}
     for arm in arms:
         seconds = statistics.median(arm.round_seconds)  # one round = args.steps steps
@@ -519,10 +512,15 @@ def report(
             "host_syncs_per_step": arm.host_syncs_per_step,
             "loss_finite": True,  # run_arms raised otherwise
         }
+    return rows
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+def print_table(
+    rows: dict[str, dict[str, Any]], workload: Workload, args: argparse.Namespace, device_name: str
+) -> None:
+    """The setup lines and the per-arm table."""
     model_name = "tiny BERT (smoke run)" if args.tiny else "bert-base (random init)"
-    print(f"device: {device} ({name}); model: {model_name}; torch {torch.__version__}")
+    print(f"device: {args.device} ({device_name}); model: {model_name}; torch {torch.__version__}")
     print(f"batches: {workload.source}")
     print(
         f"per arm: {args.warmup} warm-up steps, {args.rounds} interleaved rounds of {args.steps} timed steps "
@@ -545,18 +543,31 @@ def report(
             f"{row['fraction_of_bf16_matmul_peak']:>10.1%} "
             f"{'-' if nominal is None else f'{nominal:.1%}':>10} {'-' if syncs is None else syncs:>10}"
         )
+
+
+def print_peaks(model: PreTrainedModel, matmul_peak: float, device: torch.device) -> None:
+    """The peaks the fractions are taken against, and the FLOP model."""
+    nominal_key, nominal_peak = nominal_bf16_peak(device)
     print()
-    peak = f"{matmul_peak / 1e12:.1f} TFLOP/s"
-    print(f"bf16 matmul peak measured here: {peak} (best square F.linear, n x n, 2·n³ FLOP)")
+    print(
+        f"bf16 matmul peak measured here: {matmul_peak / 1e12:.1f} TFLOP/s "
+        "(best square F.linear, n x n, 2·n³ FLOP)"
+    )
     if nominal_peak is None:
         print("nominal bf16 peak: unknown for this device (omitted)")
     else:
         print(f"nominal dense bf16 peak ({nominal_key}): {nominal_peak / 1e12:.0f} TFLOP/s")
     print(
-        f"FLOPs per step = 6·P·B·S + 3·layers·B·4·S²·H, S = padded width + registers; P = {params:,}, "
-        f"layers = {layers}, H = {hidden}"
+        f"FLOPs per step = 6·P·B·S + 3·layers·B·4·S²·H, S = padded width + registers; "
+        f"P = {matmul_parameters(model):,}, layers = {model.config.num_hidden_layers}, "
+        f"H = {model.config.hidden_size}"
     )
 
+
+def register_overheads(
+    arms: list[ArmRun], rows: dict[str, dict[str, Any]], workload: Workload
+) -> dict[str, float]:
+    """Each arm's time over τ=0's, median over rounds; printed beside its share of the sequence."""
     # Paired by round: both arms ran the same batches back to back, so drift cancels in the ratio.
     tau0 = next((arm for arm in arms if arm.registers == 0), None)
     overheads: dict[str, float] = {}
@@ -571,12 +582,24 @@ def report(
             f"overhead {arm_name} vs tau0 (median per-round time ratio): "
             f"{overhead:+.1%} ({regs}/L̄ = {share:.1%})"
         )
+    return overheads
 
+
+def ablation_estimate(
+    arms: list[ArmRun], rows: dict[str, dict[str, Any]], workload: Workload, config: TrainConfig
+) -> dict[str, Any]:
+    """Print and return the τ-ablation's training time at a measured rate (an extrapolation)."""
+    model_config = arms[0].model.config
     # The ablation at the τ=8 arm's rate (mid-range of the sweep's cost per token); else the last arm's.
     rate_arm = next((a for a in arms if a.registers == 8), arms[-1])
     rate = rows[rate_arm.name]["tflops"] * 1e12
     total_flops = ablation_flops(
-        params, layers, hidden, workload.num_windows, workload.mean_window_length, config.epochs
+        matmul_parameters(arms[0].model),
+        model_config.num_hidden_layers,
+        model_config.hidden_size,
+        workload.num_windows,
+        workload.mean_window_length,
+        config.epochs,
     )
     minutes = total_flops / rate / 60
     print(
@@ -587,18 +610,51 @@ def report(
         f" = {total_flops / 1e15:,.1f} PFLOP at {rate_arm.name}'s {rate / 1e12:.2f} TFLOP/s. An "
         "extrapolation: excludes evaluation, startup (model load, featurization) and padding."
     )
+    return {
+        "taus": list(ABLATION_TAUS),
+        "seeds": ABLATION_SEEDS,
+        "epochs": config.epochs,
+        "num_windows": workload.num_windows,
+        "mean_window_length": workload.mean_window_length,
+        "total_pflop": total_flops / 1e15,
+        "rate_arm": rate_arm.name,
+        "rate_tflops": rate / 1e12,
+        "note": "extrapolation at the measured training FLOP rate; excludes evaluation, startup and padding",
+        "minutes": minutes,
+    }
+
+
+def report(
+    arms: list[ArmRun],
+    round_batches: list[Batch],
+    matmul_peak: float,
+    workload: Workload,
+    config: TrainConfig,
+    args: argparse.Namespace,
+    began: float,
+) -> dict[str, Any]:
+    """Print the table and the estimate; return the JSON summary."""
+    device = args.device
+    model = arms[0].model
+    nominal_key, nominal_peak = nominal_bf16_peak(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = arm_rows(arms, round_batches, matmul_peak, args)
+    print_table(rows, workload, args, name)
+    print_peaks(model, matmul_peak, device)
+    overheads = register_overheads(arms, rows, workload)
+    ablation = ablation_estimate(arms, rows, workload, config)
+    minutes = ablation.pop("minutes")
     wall = time.perf_counter() - began
     print(f"wall time: {wall:.1f} s")
-
     return {
         "device": str(device),
         "device_name": name,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "model": "tiny" if args.tiny else "bert-base",
-        "layers": layers,
-        "hidden": hidden,
-        "matmul_parameters": params,
+        "layers": model.config.num_hidden_layers,
+        "hidden": model.config.hidden_size,
+        "matmul_parameters": matmul_parameters(model),
         "batch_source": workload.source,
         "synthetic": workload.synthetic,
         "batch_size": config.batch_size,
@@ -613,19 +669,7 @@ def report(
         "overhead_vs_tau0": overheads,
         "overhead_tau8": overheads.get("tau8"),
         "ablation_estimate_minutes": minutes,
-        "ablation": {
-            "taus": list(ABLATION_TAUS),
-            "seeds": ABLATION_SEEDS,
-            "epochs": config.epochs,
-            "num_windows": workload.num_windows,
-            "mean_window_length": workload.mean_window_length,
-            "total_pflop": total_flops / 1e15,
-            "rate_arm": rate_arm.name,
-            "rate_tflops": rate / 1e12,
-            "note": (
-                "extrapolation at the measured training FLOP rate; excludes evaluation, startup and padding"
-            ),
-        },
+        "ablation": ablation,
         "wall_seconds": wall,
     }
 

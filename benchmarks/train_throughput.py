@@ -521,19 +521,17 @@ def paired_total_ratio(times: dict[str, list[list[float]]], a: str, b: str) -> f
     return statistics.median(sum(ra) / sum(rb) for ra, rb in zip(times[a], times[b], strict=True))
 
 
-def report(
+def arm_rows(
     trainees: list[Trainee],
     times: dict[str, list[list[float]]],
     peaks: dict[str, float],
     workloads: dict[str, Workload],
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Print the table and the target checks; return the JSON summary."""
-    peak_gflops = peaks["fp32"]
+) -> dict[str, dict[str, Any]]:
+    """Each unpaired arm's rates over its median round: time, tokens, FLOP/s and fractions of peak."""
     stock = trainees[0].model
     params = non_embedding_parameters(stock)
     layers, hidden = stock.config.num_hidden_layers, stock.config.hidden_size
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for trainee in trainees:
         if trainee.arm in PAIRED_ARMS:  # reported apart: their steps are groups of batches
             continue
@@ -555,7 +553,7 @@ def report(
             # fp32 work against the fp32 peak, both measured in this run (issue #11 §6). The fp32 and bf16
             # columns stay for reference.
             "fraction_of_peak": flops / seconds / 1e9 / peaks[trainee.precision],
-            "fraction_of_fp32_peak": flops / seconds / 1e9 / peak_gflops,
+            "fraction_of_fp32_peak": flops / seconds / 1e9 / peaks["fp32"],
             "fraction_of_bf16_peak": flops / seconds / 1e9 / peaks["bf16"],
             "precision": trainee.precision,
             "attn": trainee.attn,
@@ -564,7 +562,11 @@ def report(
             "seconds_per_real_token": seconds / real,
             "real_tokens": real,
         }
+    return rows
 
+
+def print_rows(rows: dict[str, dict[str, Any]]) -> None:
+    """The per-arm table."""
     header = (
         f"{'arm':<22} {'prec':>4} {'attn':>5} {'s/step':>8} {'epoch s':>7} "
         f"{'real tok/s':>10} {'proc tok/s':>10} "
@@ -581,127 +583,167 @@ def report(
             f"{row['fraction_of_peak']:>7.1%} {row['fraction_of_fp32_peak']:>7.1%} "
             f"{row['fraction_of_bf16_peak']:>7.1%}"
         )
+
+
+def print_setup(
+    model: PreTrainedModel, peaks: dict[str, float], workloads: dict[str, Workload], args: argparse.Namespace
+) -> None:
+    """How the table was measured: the plan, threads, peaks, the FLOP model and the window lengths."""
     default, seed = workloads["default"], workloads["seed"]
-    mean_length = default.mean_window_length
+    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     print()
     print(f"per arm: warm-up steps {args.warmup}; rounds {args.rounds}; timed steps per round {args.steps}")
     print(
-        f"torch threads: {torch.get_num_threads()}; matmul peaks: fp32 {peak_gflops:.1f} GFLOP/s, "
+        f"torch threads: {torch.get_num_threads()}; matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, "
         f"bf16 {peaks['bf16']:.1f} GFLOP/s"
     )
     print(
-        f"non-embedding parameters P = {params:,}; layers = {layers}; hidden H = {hidden}; FLOPs per step = "
-        "6·P·B·S + 3·layers·B·4·S²·H, S = padded text width + registers"
+        f"non-embedding parameters P = {non_embedding_parameters(model):,}; layers = {layers}; hidden H = "
+        f"{hidden}; FLOPs per step = 6·P·B·S + 3·layers·B·4·S²·H, S = padded text width + registers"
     )
     print(
-        f"mean real window length L̄ = {mean_length:.1f} tokens (all {default.num_windows} default-preset "
-        f"windows); seed-preset windows: {seed.mean_window_length:.1f} ({seed.num_windows} windows)"
+        f"mean real window length L̄ = {default.mean_window_length:.1f} tokens (all {default.num_windows} "
+        f"default-preset windows); seed-preset windows: {seed.mean_window_length:.1f} "
+        f"({seed.num_windows} windows)"
     )
 
-    def ratio(a: str, b: str, key: str) -> float:
-        return rows[a][key] / rows[b][key]
 
-    # The seed pipeline against regtune's τ=0 on the same questions, round by round (issue #11 §6): the
-    # ratio of the times both took for the same work. The old figure divided tokens/s of two unpaired
-    # samples of batches; it is kept, as `speedup_vs_seed_pipeline_unpaired`, for the record only.
-    speedup = paired_total_ratio(times, "seed_same_questions", "regtune_tau0")
-    speedup_unpaired = ratio("regtune_tau0", "seed_pipeline", "real_tokens_per_s")
-    questions = sum(len(group) for group in workloads["default"].batch_questions)
-    # These arms run the very same batches, so they are compared step by step (paired), which cancels
-    # the load drift of a shared machine far better than a ratio of totals.
-    overhead_tau8 = paired_ratio(times, "regtune_tau8", "regtune_tau0") - 1
-    overhead_tau32 = paired_ratio(times, "regtune_tau32", "regtune_tau0") - 1
-    tau0_vs_stock = paired_ratio(times, "regtune_tau0", "stock_same_batching") - 1
-    tau8_limit = 8 / mean_length + TAU8_SLACK
-    # Issue #3: today's default against the issue-2 default on the same batches, round by round.
-    epoch_ratio_tau8 = paired_total_ratio(times, "fast_tau8", "regtune_tau8")
-    epoch_ratio_tau0 = paired_total_ratio(times, "fast_tau0", "regtune_tau0")
-    step_ratio_tau8 = paired_ratio(times, "fast_tau8", "regtune_tau8")
-    lever_attention_dropout = paired_total_ratio(times, "nodrop_fp32_tau8", "regtune_tau8")
-    lever_bf16 = paired_total_ratio(times, "nodrop_bf16_sdpa_tau8", "nodrop_fp32_tau8")
-    lever_eager = paired_total_ratio(times, "fast_tau8", "nodrop_bf16_sdpa_tau8")
-    fast_fraction = rows["fast_tau8"]["fraction_of_peak"]
-    checks = {
-        "speedup_vs_seed_pipeline": speedup >= TARGET_SPEEDUP,
-        "overhead_tau8": overhead_tau8 <= tau8_limit,
-        "tau0_vs_stock": abs(tau0_vs_stock) <= TAU0_TOLERANCE,
-        "fraction_of_matmul_peak_fast_tau8": fast_fraction >= TARGET_FRACTION,
-        "epoch_time_ratio": max(epoch_ratio_tau8, epoch_ratio_tau0) <= TARGET_EPOCH_RATIO,
+def target_figures(
+    rows: dict[str, dict[str, Any]], times: dict[str, list[list[float]]], workloads: dict[str, Workload]
+) -> dict[str, float]:
+    """The ratios the targets and the levers are judged by, each from paired rounds of the same batches."""
+    mean_length = workloads["default"].mean_window_length
+    return {
+        # The seed pipeline against regtune's τ=0 on the same questions, round by round (issue #11 §6): the
+        # ratio of the times both took for the same work. The old figure divided tokens/s of two unpaired
+        # samples of batches; it is kept, as `speedup_vs_seed_pipeline_unpaired`, for the record only.
+        "speedup": paired_total_ratio(times, "seed_same_questions", "regtune_tau0"),
+        "speedup_unpaired": rows["regtune_tau0"]["real_tokens_per_s"]
+        / rows["seed_pipeline"]["real_tokens_per_s"],
+        "questions": sum(len(group) for group in workloads["default"].batch_questions),
+        # These arms run the very same batches, so they are compared step by step (paired), which cancels
+        # the load drift of a shared machine far better than a ratio of totals.
+        "overhead_tau8": paired_ratio(times, "regtune_tau8", "regtune_tau0") - 1,
+        "overhead_tau32": paired_ratio(times, "regtune_tau32", "regtune_tau0") - 1,
+        "tau0_vs_stock": paired_ratio(times, "regtune_tau0", "stock_same_batching") - 1,
+        "tau8_limit": 8 / mean_length + TAU8_SLACK,
+        "mean_length": mean_length,
+        # Issue #3: today's default against the issue-2 default on the same batches, round by round.
+        "epoch_ratio_tau8": paired_total_ratio(times, "fast_tau8", "regtune_tau8"),
+        "epoch_ratio_tau0": paired_total_ratio(times, "fast_tau0", "regtune_tau0"),
+        "step_ratio_tau8": paired_ratio(times, "fast_tau8", "regtune_tau8"),
+        "lever_attention_dropout": paired_total_ratio(times, "nodrop_fp32_tau8", "regtune_tau8"),
+        "lever_bf16": paired_total_ratio(times, "nodrop_bf16_sdpa_tau8", "nodrop_fp32_tau8"),
+        "lever_eager": paired_total_ratio(times, "fast_tau8", "nodrop_bf16_sdpa_tau8"),
+        "fast_fraction": rows["fast_tau8"]["fraction_of_peak"],
     }
-    print()
+
+
+def target_checks(f: dict[str, float]) -> dict[str, bool]:
+    """Each target of the module docstring, passed or not."""
+    return {
+        "speedup_vs_seed_pipeline": f["speedup"] >= TARGET_SPEEDUP,
+        "overhead_tau8": f["overhead_tau8"] <= f["tau8_limit"],
+        "tau0_vs_stock": abs(f["tau0_vs_stock"]) <= TAU0_TOLERANCE,
+        "fraction_of_matmul_peak_fast_tau8": f["fast_fraction"] >= TARGET_FRACTION,
+        "epoch_time_ratio": max(f["epoch_ratio_tau8"], f["epoch_ratio_tau0"]) <= TARGET_EPOCH_RATIO,
+    }
+
+
+def print_checks(f: dict[str, float], checks: dict[str, bool], rows: dict[str, dict[str, Any]]) -> None:
+    """PASS/FAIL lines for the targets, then the informational ratios."""
     verdict = {True: "PASS", False: "FAIL"}
+    fast = rows["fast_tau8"]
+    print()
     print(
-        f"{verdict[checks['speedup_vs_seed_pipeline']]} speedup_vs_seed_pipeline = {speedup:.2f}x (>= 3.5; "
-        f"the same {questions} questions per round, paired; the old unpaired figure: {speedup_unpaired:.2f}x)"
+        f"{verdict[checks['speedup_vs_seed_pipeline']]} speedup_vs_seed_pipeline = {f['speedup']:.2f}x "
+        "(>= 3.5; "
+        f"the same {f['questions']} questions per round, paired; the old unpaired figure: "
+        f"{f['speedup_unpaired']:.2f}x)"
     )
     print(
-        f"{verdict[checks['overhead_tau8']]} overhead_tau8 = {overhead_tau8:+.1%} "
-        f"(<= 8/L̄ + {TAU8_SLACK:.0%} = {tau8_limit:.1%})"
+        f"{verdict[checks['overhead_tau8']]} overhead_tau8 = {f['overhead_tau8']:+.1%} "
+        f"(<= 8/L̄ + {TAU8_SLACK:.0%} = {f['tau8_limit']:.1%})"
     )
     print(
-        f"{verdict[checks['tau0_vs_stock']]} tau0_vs_stock = {tau0_vs_stock:+.1%} "
+        f"{verdict[checks['tau0_vs_stock']]} tau0_vs_stock = {f['tau0_vs_stock']:+.1%} "
         f"(within ±{TAU0_TOLERANCE:.0%})"
     )
-    print(f"info overhead_tau32 = {overhead_tau32:+.1%} (32/L̄ = {32 / mean_length:.1%})")
+    print(f"info overhead_tau32 = {f['overhead_tau32']:+.1%} (32/L̄ = {32 / f['mean_length']:.1%})")
     print(
         f"{verdict[checks['fraction_of_matmul_peak_fast_tau8']]} fraction_of_matmul_peak_fast_tau8 = "
-        f"{fast_fraction:.1%} of the {rows['fast_tau8']['precision']} peak, the arithmetic it runs "
-        f"(>= {TARGET_FRACTION:.0%}; {rows['fast_tau8']['fraction_of_fp32_peak']:.1%} of the fp32 peak, "
+        f"{f['fast_fraction']:.1%} of the {fast['precision']} peak, the arithmetic it runs "
+        f"(>= {TARGET_FRACTION:.0%}; {fast['fraction_of_fp32_peak']:.1%} of the fp32 peak, "
         "the yardstick of the old, mixed figure)"
     )
     print(
-        f"{verdict[checks['epoch_time_ratio']]} epoch_time_ratio = {epoch_ratio_tau8:.3f} at τ=8, "
-        f"{epoch_ratio_tau0:.3f} at τ=0 (today's default / issue-2 default, paired rounds; "
+        f"{verdict[checks['epoch_time_ratio']]} epoch_time_ratio = {f['epoch_ratio_tau8']:.3f} at τ=8, "
+        f"{f['epoch_ratio_tau0']:.3f} at τ=0 (today's default / issue-2 default, paired rounds; "
         f"<= {TARGET_EPOCH_RATIO})"
     )
     print(
-        f"info step_time_ratio at τ=8 = {step_ratio_tau8:.3f} (median per-step ratio: small batches gain "
-        "less, since the optimizer and clipping do not shrink with bf16)"
+        f"info step_time_ratio at τ=8 = {f['step_ratio_tau8']:.3f} (median per-step ratio: small batches "
+        "gain less, since the optimizer and clipping do not shrink with bf16)"
     )
     print(
         "info levers at τ=8 (paired round-time ratios): "
-        f"attention dropout 0 = {lever_attention_dropout:.3f}; then bf16 autocast = {lever_bf16:.3f}; "
-        f"then eager attention = {lever_eager:.3f}"
+        f"attention dropout 0 = {f['lever_attention_dropout']:.3f}; "
+        f"then bf16 autocast = {f['lever_bf16']:.3f}; "
+        f"then eager attention = {f['lever_eager']:.3f}"
     )
 
+
+def report(
+    trainees: list[Trainee],
+    times: dict[str, list[list[float]]],
+    peaks: dict[str, float],
+    workloads: dict[str, Workload],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Print the table and the target checks; return the JSON summary."""
+    rows = arm_rows(trainees, times, peaks, workloads)
+    print_rows(rows)
+    print_setup(trainees[0].model, peaks, workloads, args)
+    f = target_figures(rows, times, workloads)
+    checks = target_checks(f)
+    print_checks(f, checks, rows)
+    per_arm = {
+        "epoch_seconds": ("epoch_seconds", 1),
+        "tokens_per_s": ("real_tokens_per_s", 1),
+        "processed_tokens_per_s": ("processed_tokens_per_s", 1),
+        "seconds_per_step": ("seconds_per_step", 4),
+        "fraction_of_peak": ("fraction_of_peak", 4),
+    }
     return {
-        "speedup_vs_seed_pipeline": round(speedup, 4),
-        "speedup_vs_seed_pipeline_unpaired": round(speedup_unpaired, 4),
-        "paired_questions_per_round": questions,
-        "overhead_tau8": round(overhead_tau8, 4),
-        "overhead_tau8_limit": round(tau8_limit, 4),
-        "overhead_tau32": round(overhead_tau32, 4),
-        "tau0_vs_stock": round(tau0_vs_stock, 4),
+        "speedup_vs_seed_pipeline": round(f["speedup"], 4),
+        "speedup_vs_seed_pipeline_unpaired": round(f["speedup_unpaired"], 4),
+        "paired_questions_per_round": f["questions"],
+        "overhead_tau8": round(f["overhead_tau8"], 4),
+        "overhead_tau8_limit": round(f["tau8_limit"], 4),
+        "overhead_tau32": round(f["overhead_tau32"], 4),
+        "tau0_vs_stock": round(f["tau0_vs_stock"], 4),
         "pass": checks,
         "fraction_of_matmul_peak": round(rows["regtune_tau0"]["fraction_of_peak"], 4),
-        "fraction_of_matmul_peak_fast_tau8": round(fast_fraction, 4),
+        "fraction_of_matmul_peak_fast_tau8": round(f["fast_fraction"], 4),
         "fraction_of_fp32_peak_fast_tau8": round(rows["fast_tau8"]["fraction_of_fp32_peak"], 4),
         "fraction_of_bf16_peak_fast_tau8": round(rows["fast_tau8"]["fraction_of_bf16_peak"], 4),
-        "epoch_time_ratio_tau8": round(epoch_ratio_tau8, 4),
-        "epoch_time_ratio_tau0": round(epoch_ratio_tau0, 4),
-        "step_time_ratio_tau8": round(step_ratio_tau8, 4),
-        "lever_attention_dropout_0": round(lever_attention_dropout, 4),
-        "lever_bf16_autocast": round(lever_bf16, 4),
-        "lever_eager_attention": round(lever_eager, 4),
-        "epoch_seconds": {name: round(row["epoch_seconds"], 1) for name, row in rows.items()},
+        "epoch_time_ratio_tau8": round(f["epoch_ratio_tau8"], 4),
+        "epoch_time_ratio_tau0": round(f["epoch_ratio_tau0"], 4),
+        "step_time_ratio_tau8": round(f["step_ratio_tau8"], 4),
+        "lever_attention_dropout_0": round(f["lever_attention_dropout"], 4),
+        "lever_bf16_autocast": round(f["lever_bf16"], 4),
+        "lever_eager_attention": round(f["lever_eager"], 4),
+        **{key: {n: round(row[col], nd) for n, row in rows.items()} for key, (col, nd) in per_arm.items()},
         "precision": {name: row["precision"] for name, row in rows.items()},
         "attn_implementation": {name: row["attn"] for name, row in rows.items()},
-        "matmul_peak_gflops": round(peak_gflops, 2),
+        "matmul_peak_gflops": round(peaks["fp32"], 2),
         "bf16_matmul_peak_gflops": round(peaks["bf16"], 2),
-        "mean_window_length": round(mean_length, 2),
-        "seed_mean_window_length": round(seed.mean_window_length, 2),
-        "tokens_per_s": {name: round(row["real_tokens_per_s"], 1) for name, row in rows.items()},
-        "processed_tokens_per_s": {n: round(row["processed_tokens_per_s"], 1) for n, row in rows.items()},
-        "seconds_per_step": {name: round(row["seconds_per_step"], 4) for name, row in rows.items()},
-        "fraction_of_peak": {name: round(row["fraction_of_peak"], 4) for name, row in rows.items()},
+        "mean_window_length": round(f["mean_length"], 2),
+        "seed_mean_window_length": round(workloads["seed"].mean_window_length, 2),
         "round_seconds": {name: [round(sum(r), 3) for r in rounds] for name, rounds in times.items()},
-        "steps": args.steps,
-        "rounds": args.rounds,
-        "warmup": args.warmup,
+        **{key: getattr(args, key) for key in ("steps", "rounds", "warmup")},
         "threads": torch.get_num_threads(),
-        "quick": args.quick,
-        "model": args.model,
-        "seed": args.seed,
+        **{key: getattr(args, key) for key in ("quick", "model", "seed")},
         "torch": torch.__version__,
     }
 
