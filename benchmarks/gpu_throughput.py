@@ -159,7 +159,7 @@ class ArmRun:
         return f"tau{self.registers}"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
             "GPU readiness check: training tokens/s and fraction of bf16 peak of a bert-base QA model with "
@@ -230,6 +230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=42, help="Seed for weights, registers, dropout and batches (default: 42)."
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: counts in range, distinct register counts, a cuda or cpu device."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name, least in (("steps", 1), ("warmup", 0), ("rounds", 1), ("batch_size", 1)):
         value = getattr(args, name)
