@@ -602,3 +602,35 @@ def test_a_last_partial_wave_of_runs_gets_the_idle_cores() -> None:
     assert wave_threads(5, 2, 16) == [8, 8, 8, 8, 16]
     assert wave_threads(7, 3, 2) == [1, 1, 1, 1, 1, 1, 2]  # never 0 threads
     assert wave_threads(0, 2, 2) == []
+
+
+def test_a_resumed_sweep_gives_no_run_the_cores_of_a_partial_wave(
+    tmp_path: Path, tiny_model_dir: Path, tiny_squad: SquadPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resumed run ends early, so the "last wave" would start beside a run with hours left: 3 threads
+    # on 2 cores. With a checkpoint anywhere in the sweep, every run gets cores // jobs.
+    import regtune.experiments.sweep as sweep_module
+    from regtune.experiments.sweep import wave_threads
+
+    assert wave_threads(3, 2, 2, resuming=True) == [1, 1, 1]
+    assert wave_threads(5, 2, 16, resuming=True) == [8] * 5
+    sweep = _sweep(tmp_path, tiny_model_dir, tiny_squad, grid={"num_registers": [0, 2, 4], "seed": [1]})
+    sweep_module.prepare_sweep_dir(sweep)
+    first, *rest = sweep.runs()
+    assert not first.resumes
+    (first.dir / "trainer" / "checkpoint-200").mkdir(parents=True)
+    assert first.resumes and not any(spec.resumes for spec in rest)
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(runs: int, jobs: int, cores: int, *, resuming: bool = False) -> list[int]:
+        asked.append(resuming)
+        raise Stop  # before any worker starts
+
+    monkeypatch.setattr(sweep_module, "wave_threads", spy)
+    with pytest.raises(Stop):
+        run_sweep(sweep, jobs=2, progress=False)
+    assert asked == [True]

@@ -231,6 +231,11 @@ class RunSpec:
     def eval_dir(self, dev_name: str) -> Path:
         return self.dir / "evals" / dev_name
 
+    @property
+    def resumes(self) -> bool:
+        """Whether training restarts from a checkpoint (the Trainer's ``checkpoint-N`` folders)."""
+        return next((self.dir / "trainer").glob("checkpoint-*"), None) is not None
+
 
 def _id_part(axis: str, value: Any) -> str:
     text = str(value)
@@ -545,14 +550,19 @@ def run_sweep(
     return rows
 
 
-def wave_threads(runs: int, jobs: int, cores: int) -> list[int]:
+def wave_threads(runs: int, jobs: int, cores: int, *, resuming: bool = False) -> list[int]:
     """Torch threads for each of ``runs`` similar runs on ``jobs`` workers sharing ``cores``.
 
     The runs go in waves of ``jobs``; each gets cores // jobs threads, except the last, partial wave,
     whose runs split the cores among fewer: a sweep of 3 runs with 2 jobs on 2 cores runs its third run
     alone, which on 1 thread would leave a core idle for a whole run.
+
+    With ``resuming`` (some run restarts from a checkpoint) the waves do not line up: a resumed run ends
+    early and the "last wave" starts beside a run that has hours left. Every run then gets cores // jobs,
+    since oversubscribed cores cost more than an idle one (2026-12-01: a 2-thread run beside a 1-thread
+    one on 2 cores slowed both from 4.7 to 6.5-6.7 s a step).
     """
-    tail = runs % jobs
+    tail = 0 if resuming else runs % jobs
     full, partial = max(1, cores // jobs), max(1, cores // tail) if tail else 0
     return [full if i < runs - tail else partial for i in range(runs)]
 
@@ -567,7 +577,8 @@ def _run_in_processes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    per_run = [threads] * len(todo) if threads else wave_threads(len(todo), jobs, os.cpu_count() or 1)
+    cores, resuming = os.cpu_count() or 1, any(spec.resumes for spec in todo)
+    per_run = [threads] * len(todo) if threads else wave_threads(len(todo), jobs, cores, resuming=resuming)
     # spawn, not fork: torch's thread pools and tokenizers' threads do not survive a fork.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
