@@ -37,6 +37,7 @@ from regtune.tasks.qa.data import TYDI_LANGUAGES
 from regtune.training.config import (
     TrainConfig,
     environment_versions,
+    last_checkpoint,
     preset_values,
     resolve_config,
     saved_run_config,
@@ -233,8 +234,8 @@ class RunSpec:
 
     @property
     def resumes(self) -> bool:
-        """Whether training restarts from a checkpoint (the Trainer's ``checkpoint-N`` folders)."""
-        return next((self.dir / "trainer").glob("checkpoint-*"), None) is not None
+        """Whether training restarts from a checkpoint (:func:`~regtune.training.config.last_checkpoint`)."""
+        return last_checkpoint(self.dir) is not None
 
 
 def _id_part(axis: str, value: Any) -> str:

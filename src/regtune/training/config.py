@@ -201,6 +201,18 @@ def saved_run_config(run_config_file: Path) -> dict[str, Any]:
     return saved
 
 
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The Trainer checkpoint (``RUN/trainer/checkpoint-N``, the newest) a run resumes from, or None.
+
+    The one rule for "this run resumes": training and pretraining pass it to the Trainer, and a sweep
+    plans its threads by it.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer_dir = run_dir / "trainer"
+    return get_last_checkpoint(str(trainer_dir)) if trainer_dir.exists() else None
+
+
 def task_options() -> set[str]:
     """Names of every task's own option fields."""
     return {name for task in TASKS.values() for name in task.option_names()}

@@ -59,14 +59,13 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from regtune.core.errors import DataError, RegtuneError
 from regtune.core.hub import load_tokenizer, resolve_model_name
 from regtune.core.io import atomic_write_json, read_utf8_text
 from regtune.core.registers import CONFIG_KEY, _quiet_transformers, add_registers_with
 from regtune.tasks import get_task, infer_task
-from regtune.training.config import environment_versions
+from regtune.training.config import environment_versions, last_checkpoint
 from regtune.training.model_card import base_model_id, write_model_card
 from regtune.training.pretrain_config import PretrainConfig
 from regtune.training.trainer import (
@@ -397,7 +396,7 @@ def pretrain_model(
     if _is_main_process() and not (run_dir / "config.json").exists():
         _write_pretrain_config(run_dir, config)
     trainer_dir = run_dir / "trainer"
-    checkpoint = get_last_checkpoint(str(trainer_dir)) if resume and trainer_dir.exists() else None
+    checkpoint = last_checkpoint(run_dir) if resume else None
     log_file = run_dir / "train_log.jsonl"
     if _is_main_process():
         _prepare_log(log_file, checkpoint)

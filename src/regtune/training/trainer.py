@@ -41,7 +41,6 @@ from transformers import (
 )
 from transformers.integrations import is_tensorboard_available
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from regtune.core.adapter import base_reference, freeze_all_but_registers_and_head, save_trained_only
 from regtune.core.allocator import keep_freed_memory, release_freed_memory
@@ -59,7 +58,7 @@ from regtune.core.registers import (
     register_parameters,
 )
 from regtune.tasks import TASK_KEY, Evaluation, Task, TaskData, get_task
-from regtune.training.config import TrainConfig, environment_versions, saved_run_config
+from regtune.training.config import TrainConfig, environment_versions, last_checkpoint, saved_run_config
 from regtune.training.diagnostics import measure_register_similarity
 from regtune.training.model_card import build_card, write_model_card
 from regtune.training.peft_arms import apply_peft, trainable_parameters
@@ -401,7 +400,7 @@ def train_model(
     if _is_main_process() and not (run_dir / "config.json").exists():
         _write_run_config(run_dir, config)
     trainer_dir = run_dir / "trainer"
-    checkpoint = get_last_checkpoint(str(trainer_dir)) if resume and trainer_dir.exists() else None
+    checkpoint = last_checkpoint(run_dir) if resume else None
     trainer = _make_trainer(config, task, model, tokenizer, train_dataset, checkpoint, progress, callbacks)
     began = time.perf_counter()
     output = _train_resuming(trainer, checkpoint, trainer_dir)
